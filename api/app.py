@@ -1,0 +1,134 @@
+"""The Starlette app: resources built in the lifespan, routes, error table."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio
+import structlog
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api import health, questions, workspace
+from api.errors import HANDLERS
+from api.sse import KINDS
+from api.state import Services
+from orchestrator import questions as question_commands
+from orchestrator.context import Orchestrator
+from orchestrator.eventlog import EventLog
+from orchestrator.feed import Feed
+from orchestrator.ids import mint
+from orchestrator.settings import Settings
+from orchestrator.subscribers import SubscriberCounts
+from projections.runner import Projector
+from projections.views import RedisReadModels
+
+log = structlog.get_logger(__name__)
+PREFIX = "/api/v1/workspaces/{workspaceID}/orchestration"
+POOL_SIZE = 32
+
+ROUTES = [
+    Route("/healthz", health.healthz),
+    Route("/readyz", health.readyz),
+    Mount(
+        PREFIX,
+        routes=[
+            Route("/config", workspace.get_config, methods=["GET"]),
+            Route("/config", workspace.patch_config, methods=["PATCH"]),
+            Route("/events", workspace.events, methods=["GET"]),
+            Route("/events/connections", workspace.events_connections, methods=["GET"]),
+            Route("/log", workspace.get_log, methods=["GET"]),
+            Route("/log", workspace.post_log, methods=["POST"]),
+            Route("/log/stream", workspace.log_stream, methods=["GET"]),
+            Route("/debug-dump", workspace.get_debug_dump, methods=["GET"]),
+            Route("/purge", workspace.post_purge, methods=["POST"]),
+            Route("/questions", questions.list_questions, methods=["GET"]),
+            Route("/questions", questions.raise_question, methods=["POST"]),
+            Route("/questions/{questionID}", questions.get_question, methods=["GET"]),
+            Route("/questions/{questionID}/answer", questions.answer_question, methods=["POST"]),
+            Route("/questions/{questionID}/reject", questions.reject_question, methods=["POST"]),
+        ],
+    ),
+]
+
+
+async def sweep_questions(orch: Orchestrator, feed: Feed, projector: Projector) -> None:
+    """Expire due questions in the workspaces this replica is serving."""
+    while True:
+        await anyio.sleep(orch.settings.question_sweep_s)
+        for ws in {*feed.active(), *projector.active()}:
+            try:
+                await question_commands.expire_due(orch, ws)
+            except Exception as exc:  # keep sweeping the others; a failure is logged
+                log.warning("questions.sweep_failed", workspace=ws, error=str(exc))
+
+
+def build(settings: Settings, redis: Redis, blocking: Redis) -> Services:
+    eventlog = EventLog(redis, settings.event_retention, settings.idempotency_ttl_ms)
+    projector = Projector(eventlog, idle_s=settings.workspace_idle_s)
+    eventlog.on_append(projector.notify)
+    models = RedisReadModels(redis, projector, settings.read_your_writes_timeout_s)
+    counts = SubscriberCounts(
+        redis, mint("rep"), settings.subscriber_report_ttl_ms, settings.subscriber_report_every_s
+    )
+    feed = Feed(blocking, eventlog, KINDS, settings.subscriber_queue, on_count=counts.update)
+    return Services(
+        settings=settings,
+        redis=redis,
+        eventlog=eventlog,
+        projector=projector,
+        orchestrator=Orchestrator(eventlog, models, settings),
+        feed=feed,
+        subscribers=counts,
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    if settings.redis_url is None:
+        raise ValueError("settings.redis_url is required (the CLI starts a local Redis if unset)")
+    url = settings.redis_url
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+        # Requests share a fixed pool; live readers (one blocking XREAD per active workspace)
+        # get their own, so connections grow with workspaces, never with SSE clients.
+        redis = Redis(
+            connection_pool=BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE)
+        )
+        blocking = Redis(connection_pool=ConnectionPool.from_url(url))
+        s = build(settings, redis, blocking)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(s.eventlog.run_batcher)
+                await tg.start(s.projector.run)
+                await tg.start(s.feed.run)
+                tg.start_soon(s.subscribers.run)
+                tg.start_soon(sweep_questions, s.orchestrator, s.feed, s.projector)
+                log.info("orchestrator.started", replica=s.subscribers.replica_id)
+                yield {"services": s}
+                tg.cancel_scope.cancel()
+        finally:
+            await redis.aclose()
+            await blocking.aclose()
+
+    return Starlette(
+        routes=ROUTES,
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+        middleware=[Middleware(BindRequest)],
+    )
+
+
+class BindRequest:
+    """Binds a request id to every log line of the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(request_id=mint("req"), path=scope["path"])
+        await self.app(scope, receive, send)

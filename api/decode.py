@@ -1,0 +1,101 @@
+"""Turning a request into typed values, or a clear error naming what to fix."""
+
+import hashlib
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from orchestrator.errors import InvalidInput, TooLarge
+from orchestrator.eventlog import Idempotency
+from orchestrator.ids import is_valid_id
+from orchestrator.settings import Settings
+from orchestrator.toolcalls import ToolCallBatch, ToolCallInput
+
+T = TypeVar("T")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+def settings(request: Request) -> Settings:
+    value: Settings = request.state.services.settings
+    return value
+
+
+def path_id(request: Request, name: str) -> str:
+    value: str = request.path_params[name]
+    if not is_valid_id(value):
+        raise InvalidInput(
+            f"{name} must match [A-Za-z0-9_-]{{1,64}}", {"parameter": name}, code="INVALID_ID"
+        )
+    return value
+
+
+async def body(request: Request) -> bytes:
+    limit = settings(request).max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"request body exceeds {limit} bytes", {"limit": limit})
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge(f"request body exceeds {limit} bytes", {"limit": limit})
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode(raw: bytes, type_: type[T]) -> T:
+    if not raw.strip():
+        raise InvalidInput("request body is empty; send a JSON object", code="INVALID_JSON")
+    return msgspec.json.decode(raw, type=type_)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    return decode(raw, dict[str, Any])
+
+
+def idempotency(request: Request, operation: str, raw: bytes) -> Idempotency | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidInput(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            {"header": "Idempotency-Key"},
+        )
+    fingerprint = hashlib.blake2b(raw, digest_size=16).hexdigest()
+    return Idempotency(operation=operation, key=key, fingerprint=fingerprint)
+
+
+def integer(name: str, raw: str | None, default: int, low: int, high: int) -> int:
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidInput(f"{name} must be an integer from {low} to {high}", {"parameter": name})
+    return int(raw)
+
+
+def since_seq(request: Request) -> int | None:
+    """The seq to resume after: ``Last-Event-ID`` wins over ``?since_seq``."""
+    header = request.headers.get("last-event-id")
+    if header is not None:
+        return integer("Last-Event-ID", header.strip(), 0, 0, 2**63 - 1)
+    raw = request.query_params.get("since_seq")
+    return None if raw is None else integer("since_seq", raw, 0, 0, 2**63 - 1)
+
+
+def only_params(request: Request, allowed: set[str]) -> None:
+    unknown = sorted(set(request.query_params) - allowed)
+    if unknown:
+        raise InvalidInput(
+            f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",
+            {"parameter": unknown[0]},
+        )
+
+
+def tool_calls(raw: bytes) -> list[ToolCallInput]:
+    """One ToolCall object, or ``{"items": [...]}`` for a batch."""
+    if b'"items"' in raw and "items" in decode(raw, dict[str, msgspec.Raw]):
+        return list(decode(raw, ToolCallBatch).items)
+    return [decode(raw, ToolCallInput)]

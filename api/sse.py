@@ -1,0 +1,124 @@
+"""Server-Sent Events: frame encoding, and the replay-then-live stream.
+
+A stream first registers with the feed, then replays the log from the requested seq in large
+batches up to its end, then serves the live queue, skipping anything it already sent: every
+event once, no gap at the seam.
+"""
+
+from collections.abc import AsyncIterator
+
+import anyio
+import msgspec
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from orchestrator.eventlog import EventLog
+from orchestrator.events import StoredEvent, ToolCall
+from orchestrator.feed import Feed, StreamKind
+from orchestrator.settings import Settings
+
+HEADERS = {
+    "Cache-Control": "no-cache, no-transform",
+    "X-Accel-Buffering": "no",  # nginx: do not buffer
+    "Connection": "keep-alive",
+}
+HEARTBEAT = b": keep-alive\n\n"
+
+
+def event_frame(event: StoredEvent) -> bytes:
+    # The stored payload is already JSON on one line: framing needs no re-encoding.
+    return b'id: %d\nevent: %s\ndata: {"seq":%d,"type":"%s","payload":%s}\n\n' % (
+        event.seq,
+        event.type.encode(),
+        event.seq,
+        event.type.encode(),
+        bytes(event.payload),
+    )
+
+
+def tool_call_frame(event: StoredEvent) -> bytes:
+    return b"id: %d\nevent: tool.call\ndata: %s\n\n" % (event.seq, bytes(event.payload))
+
+
+EVENTS = StreamKind("events", event_frame)
+TOOL_CALLS = StreamKind("log", tool_call_frame, lambda event_type: event_type == ToolCall.type)
+KINDS = [EVENTS, TOOL_CALLS]
+
+
+def control_frame(kind: StreamKind, name: str, seq: int, payload: dict[str, object]) -> bytes:
+    data = msgspec.json.encode(payload)
+    if kind is EVENTS:
+        data = msgspec.json.encode({"seq": seq, "type": name, "payload": msgspec.Raw(data)})
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name.encode(), data)
+
+
+async def stream(
+    feed: Feed,
+    eventlog: EventLog,
+    settings: Settings,
+    workspace_id: str,
+    kind: StreamKind,
+    since: int | None,
+) -> AsyncIterator[bytes]:
+    yield b"retry: %d\n\n" % settings.sse_retry_ms
+    async with feed.subscribe(workspace_id, kind.name) as subscriber:
+        first, last = await eventlog.bounds(workspace_id)
+        position = last if since is None else since
+        if since is not None and not first - 1 <= since <= last:
+            # The events after `since` were trimmed or purged, or `since` is from the future:
+            # say so, rather than leave a silent gap.
+            position = first - 1 if since < first - 1 else last
+            reason = "trimmed" if since < first - 1 else "ahead"
+            details = {"since_seq": since, "first_seq": first, "last_seq": last, "reason": reason}
+            yield control_frame(kind, "reset", position, details)
+        while since is not None:
+            events = await eventlog.read(workspace_id, position, settings.replay_batch)
+            if events:
+                chunk = b"".join(kind.encode(e) for e in events if kind.accepts(e.type))
+                if chunk:
+                    yield chunk
+                position = events[-1].seq
+            if len(events) < settings.replay_batch:
+                break
+        while True:
+            frames = await subscriber.next(settings.heartbeat_s)
+            fresh = [data for seq, data in frames if seq > position]
+            if fresh:
+                yield b"".join(fresh)
+                position = frames[-1][0]
+            elif subscriber.overflowed:
+                details = {"reason": "slow_consumer", "last_seq": position}
+                yield control_frame(kind, "reconnect", position, details)
+                return
+            elif not frames:
+                yield HEARTBEAT
+
+
+class EventStreamResponse(Response):
+    """Streams an SSE body, and stops as soon as the client goes away (not at the next write),
+    so subscriber counts stay true."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, body: AsyncIterator[bytes]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.body_iterator = body
+        self.raw_headers = [(b"content-type", b"text/event-stream; charset=utf-8")] + [
+            (k.lower().encode(), v.encode()) for k, v in HEADERS.items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_disconnect)
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            tg.cancel_scope.cancel()

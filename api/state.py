@@ -1,0 +1,28 @@
+"""What the lifespan builds and every request sees as ``request.state``."""
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from orchestrator.context import Orchestrator
+from orchestrator.eventlog import EventLog
+from orchestrator.feed import Feed
+from orchestrator.settings import Settings
+from orchestrator.subscribers import SubscriberCounts
+from projections.runner import Projector
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    redis: Redis
+    eventlog: EventLog
+    projector: Projector
+    orchestrator: Orchestrator
+    feed: Feed
+    subscribers: SubscriberCounts
+
+
+def services(request: object) -> Services:
+    value: Services = request.state.services  # type: ignore[attr-defined]
+    return value

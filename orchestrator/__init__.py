@@ -1,0 +1,1 @@
+"""Event-sourced orchestration of AI coding agents over Redis Streams."""

@@ -1,0 +1,109 @@
+"""The ``orchestrator`` command: serve the API, rebuild read models."""
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+
+import structlog
+
+from orchestrator.logs import configure
+from orchestrator.redis_server import RedisServer
+from orchestrator.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+@contextmanager
+def redis_for(settings: Settings) -> Iterator[Settings]:
+    """``settings`` with a Redis to use: ``REDIS_URL``, else a local server whose data
+    lives under the data folder (append-only file, so a restart keeps it)."""
+    if settings.redis_url is not None:
+        yield settings
+        return
+    server = RedisServer(settings.data_dir / "redis")
+    server.start()
+    log.info("redis.embedded", url=server.url, data=str(server.data_dir))
+    try:
+        yield replace(settings, redis_url=server.url)
+    finally:
+        server.stop()
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    with redis_for(settings) as ready:
+        print(f"orchestrator serving on http://{args.host}:{args.port}", file=sys.stderr)
+        uvicorn.run(
+            create_app(ready),
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level.lower(),
+            access_log=args.access_log,
+            timeout_graceful_shutdown=5,
+        )
+    return 0
+
+
+def rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.asyncio import Redis
+
+    from orchestrator.eventlog import EventLog
+    from projections.runner import Projector
+
+    async def run(url: str) -> int:
+        async with Redis.from_url(url) as redis:
+            eventlog = EventLog(redis, settings.event_retention, settings.idempotency_ttl_ms)
+            projector = Projector(eventlog)
+            reached = await projector.rebuild(args.workspace, args.projection or None)
+            print(f"rebuilt {args.workspace} up to seq {reached}")
+            return 0
+
+    with redis_for(settings) as ready:
+        assert ready.redis_url is not None
+        return asyncio.run(run(ready.redis_url))
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
+    top.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = top.add_subparsers(dest="command", required=True)
+
+    s = commands.add_parser("serve", help="serve the HTTP API (REDIS_URL, or a local Redis)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--access-log", action="store_true", help="log every request")
+    s.set_defaults(handler=serve)
+
+    r = commands.add_parser("rebuild", help="drop read models and rebuild them from the log")
+    r.add_argument("workspace", help="workspace id")
+    r.add_argument(
+        "--projection",
+        action="append",
+        choices=["config", "log", "questions", "sessions"],
+        help="rebuild only this one (repeatable); default: all",
+    )
+    r.set_defaults(handler=rebuild)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    configure(args.log_level)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"orchestrator: {exc}", file=sys.stderr)
+        return 2
+    handler = args.handler
+    code: int = handler(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Workspace config: a JSON object changed by JSON Merge Patch (RFC 7396)."""
+
+from typing import Any
+
+import msgspec
+
+from orchestrator.context import Orchestrator
+from orchestrator.eventlog import Idempotency
+from orchestrator.events import ConfigUpdated, encode, new_event
+
+_decode_config = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7396: objects merge recursively, ``null`` deletes, anything else replaces."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = merge_patch(merged.get(name), value)
+    return merged
+
+
+async def get_config(orch: Orchestrator, workspace_id: str) -> dict[str, Any]:
+    config, _ = await orch.models.config(workspace_id)
+    return config
+
+
+async def update_config(
+    orch: Orchestrator, workspace_id: str, patch: dict[str, Any], idem: Idempotency | None
+) -> dict[str, Any]:
+    """Merge ``patch`` into the config; returns the merged config. Emits ``config.updated``."""
+    earlier = await orch.eventlog.recall(workspace_id, idem)
+    if earlier is not None:
+        return _decode_config(earlier.result)
+
+    async def attempt() -> dict[str, Any]:
+        current, version = await orch.models.config(workspace_id)
+        merged: dict[str, Any] = merge_patch(current, patch)
+        appended = await orch.eventlog.append(
+            workspace_id,
+            [new_event(ConfigUpdated(patch=patch, config=merged), "config")],
+            expect={"config": version},
+            idempotency=idem,
+            result=encode(merged),
+        )
+        await orch.models.wait_for(workspace_id, appended.last_seq)
+        return _decode_config(appended.result)
+
+    return await orch.decide(workspace_id, attempt)

@@ -1,0 +1,219 @@
+"""The event log: one Redis Stream per workspace, entry id ``<seq>-0``.
+
+Appends go through one Lua script (allocate seq, check versions and idempotency, XADD).
+Concurrent appends are group-committed: while one pipeline is in flight the next requests
+queue up, and the batcher sends them all in the following round trip.
+"""
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from orchestrator import scripts
+from orchestrator.errors import Conflict, Unavailable, ValidationFailed
+from orchestrator.events import NewEvent, StoredEvent
+from orchestrator.keys import WorkspaceKeys
+
+MAX_PIPELINE = 256
+Entry = tuple[bytes, Mapping[bytes, bytes]]
+
+
+class Appended(msgspec.Struct, frozen=True):
+    first_seq: int
+    count: int
+    result: bytes  # what the command stored with its idempotency key
+    duplicate: bool = False
+
+    @property
+    def seqs(self) -> list[int]:
+        return list(range(self.first_seq, self.first_seq + self.count))
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + self.count - 1
+
+
+class VersionConflict(Conflict):
+    """An expected version no longer holds; ``current`` is the entity's version now."""
+
+    def __init__(self, entity: str, current: int) -> None:
+        super().__init__(
+            f"{entity} was changed concurrently (now at version {current}); retry",
+            {"entity": entity, "current_version": current},
+            code="VERSION_CONFLICT",
+        )
+        self.entity = entity
+        self.current = current
+
+
+class Idempotency(msgspec.Struct, frozen=True):
+    operation: str
+    key: str
+    fingerprint: str
+
+
+def parse_entries(entries: Iterable[Entry]) -> list[StoredEvent]:
+    return [
+        StoredEvent(
+            seq=int(entry_id.split(b"-", 1)[0]),
+            type=fields[b"type"].decode(),
+            payload=msgspec.Raw(fields[b"payload"]),
+        )
+        for entry_id, fields in entries
+    ]
+
+
+class EventLog:
+    def __init__(self, redis: Redis, retention: int, idempotency_ttl_ms: int) -> None:
+        self.redis = redis
+        self._retention = retention
+        self._idempotency_ttl_ms = idempotency_ttl_ms
+        self._pending: list[tuple[scripts.Call, asyncio.Future[Any]]] = []
+        self._wakeup = asyncio.Event()
+        self._batching = False
+        self._listeners: list[Callable[[str, int], None]] = []
+
+    def on_append(self, listener: Callable[[str, int], None]) -> None:
+        """Call ``listener(workspace_id, last_seq)`` after every append by this process."""
+        self._listeners.append(listener)
+
+    async def append(
+        self,
+        workspace_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expect: Mapping[str, int] | None = None,
+        idempotency: Idempotency | None = None,
+        result: bytes = b"",
+        purge: bool = False,
+    ) -> Appended:
+        """Append ``events`` atomically, or nothing at all.
+
+        ``expect`` maps entity -> version the command read (0: must not exist yet).
+        A repeated ``idempotency`` key returns the first append, with ``duplicate`` set.
+        """
+        keys = WorkspaceKeys(workspace_id)
+        idem_key = keys.idempotency(idempotency.operation, idempotency.key) if idempotency else ""
+        args: list[Any] = [
+            idempotency.fingerprint if idempotency else "",
+            self._idempotency_ttl_ms,
+            result,
+            self._retention,
+            "1" if purge else "0",
+            len(expect or {}),
+        ]
+        for entity, version in (expect or {}).items():
+            args += [entity, str(version)]
+        args.append(len(events))
+        for event in events:
+            args += [event.type, event.payload, " ".join(event.entities)]
+        call = (scripts.APPEND, [keys.events, keys.meta, keys.versions, idem_key], args)
+        reply = await self._submit(call)
+        appended = self._appended(reply, result)
+        if not appended.duplicate:
+            for listener in self._listeners:
+                listener(workspace_id, appended.last_seq)
+        return appended
+
+    @staticmethod
+    def _appended(reply: Any, result: bytes) -> Appended:
+        if isinstance(reply, RedisError):
+            raise Unavailable(f"event log unavailable: {reply}") from reply
+        status = reply[0]
+        if status == b"ok":
+            return Appended(first_seq=int(reply[1]), count=int(reply[2]), result=result)
+        if status == b"dup":
+            return Appended(int(reply[1]), int(reply[2]), bytes(reply[3]), duplicate=True)
+        if status == b"conflict":
+            raise VersionConflict(reply[1].decode(), int(reply[2]))
+        raise ValidationFailed(
+            "Idempotency-Key was already used for a different request; use a new key",
+            code="IDEMPOTENCY_KEY_REUSED",
+        )
+
+    async def _submit(self, call: scripts.Call) -> Any:
+        if not self._batching:
+            try:
+                return (await scripts.run_all(self.redis, [call]))[0]
+            except RedisError as exc:
+                raise Unavailable(f"event log unavailable: {exc}") from exc
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((call, future))
+        self._wakeup.set()
+        return await future
+
+    async def run_batcher(self) -> None:
+        """Group commit: send every queued append in one pipeline, as long as this runs."""
+        self._batching = True
+        try:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending:
+                    batch = self._pending[:MAX_PIPELINE]
+                    del self._pending[:MAX_PIPELINE]
+                    await self._flush(batch)
+        finally:
+            self._batching = False
+            for _, future in self._pending:
+                future.cancel()
+            self._pending.clear()
+
+    async def _flush(self, batch: list[tuple[scripts.Call, asyncio.Future[Any]]]) -> None:
+        try:
+            replies = await asyncio.shield(scripts.run_all(self.redis, [c for c, _ in batch]))
+        except RedisError as exc:
+            replies = [exc] * len(batch)
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+
+    async def recall(self, workspace_id: str, idempotency: Idempotency | None) -> Appended | None:
+        """The earlier append made with this idempotency key, if any.
+
+        Commands that decide on state check this first: a retry of an answer must return the
+        first result, not fail because the question is no longer pending.
+        """
+        if idempotency is None:
+            return None
+        key = WorkspaceKeys(workspace_id).idempotency(idempotency.operation, idempotency.key)
+        raw = await self.redis.hmget(key, ["fingerprint", "first", "n", "result"])  # type: ignore[misc]
+        fingerprint, first, count, result = raw
+        if fingerprint is None:
+            return None
+        if fingerprint.decode() != idempotency.fingerprint:
+            return self._appended([b"mismatch"], b"")
+        return Appended(int(first), int(count), bytes(result), duplicate=True)
+
+    # Reads
+
+    async def read(self, workspace_id: str, after_seq: int, count: int) -> list[StoredEvent]:
+        """Up to ``count`` retained events with seq > ``after_seq``, in order."""
+        keys = WorkspaceKeys(workspace_id)
+        entries = await self.redis.xrange(keys.events, min=f"{after_seq + 1}-0", count=count)
+        return parse_entries(entries)
+
+    async def last_seq(self, workspace_id: str) -> int:
+        """The last seq ever allocated in the workspace (0 for a new one)."""
+        raw = await self.redis.hget(WorkspaceKeys(workspace_id).meta, "seq")  # type: ignore[misc]
+        return int(raw or 0)
+
+    async def bounds(self, workspace_id: str) -> tuple[int, int]:
+        """(first retained seq, last allocated seq); first is last + 1 when nothing is retained."""
+        keys = WorkspaceKeys(workspace_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xrange(keys.events, count=1)
+        pipe.hget(keys.meta, "seq")
+        head, raw_last = await pipe.execute()
+        last = int(raw_last or 0)
+        first = parse_entries(head)[0].seq if head else last + 1
+        return first, last
+
+    async def versions(self, workspace_id: str, *entities: str) -> list[int]:
+        keys = WorkspaceKeys(workspace_id)
+        raw = await self.redis.hmget(keys.versions, list(entities))  # type: ignore[misc]
+        return [int(v or 0) for v in raw]

@@ -1,0 +1,110 @@
+"""Every Redis key the service uses, in one place.
+
+All of a workspace's keys share the hash tag ``{<workspaceID>}`` so that a workspace lives in
+one Redis Cluster slot and one Lua script may touch all of them.
+"""
+
+from dataclasses import dataclass
+
+from orchestrator.ids import is_valid_id
+
+LOG_FILTER_FIELDS = (
+    "tool",
+    "status",
+    "sessionID",
+    "agentName",
+    "entryID",
+    "callID",
+    "container_id",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkspaceKeys:
+    workspace_id: str
+
+    def __post_init__(self) -> None:
+        # Ids reach key names only after this check: no key injection.
+        if not is_valid_id(self.workspace_id):
+            raise ValueError(f"invalid workspace id {self.workspace_id!r}")
+
+    @property
+    def prefix(self) -> str:
+        return f"orch:{{{self.workspace_id}}}"
+
+    # The event log and its bookkeeping.
+    @property
+    def events(self) -> str:
+        return f"{self.prefix}:events"
+
+    @property
+    def meta(self) -> str:
+        """Hash: ``seq`` is the last allocated seq; it survives purge."""
+        return f"{self.prefix}:meta"
+
+    @property
+    def versions(self) -> str:
+        """Hash: entity name -> seq of the last event that changed it."""
+        return f"{self.prefix}:versions"
+
+    def idempotency(self, operation: str, key: str) -> str:
+        return f"{self.prefix}:idem:{operation}:{key}"
+
+    @property
+    def checkpoints(self) -> str:
+        """Hash: projection name -> seq of the last event it applied."""
+        return f"{self.prefix}:checkpoints"
+
+    @property
+    def subscribers(self) -> str:
+        """Hash: replica id -> ``<count>:<expires_at_ms>``."""
+        return f"{self.prefix}:subscribers"
+
+    # Read models.
+    @property
+    def config(self) -> str:
+        return f"{self.prefix}:config"
+
+    @property
+    def log_calls(self) -> str:
+        """Hash: seq -> ToolCall JSON."""
+        return f"{self.prefix}:log:calls"
+
+    @property
+    def log_all(self) -> str:
+        """Sorted set of every recorded call: member seq (zero-padded), score timestamp."""
+        return f"{self.prefix}:log:all"
+
+    def log_index(self, field: str, value: str) -> str:
+        """Sorted set of the calls whose ``field`` equals ``value``."""
+        return f"{self.prefix}:log:by:{field}:{value}"
+
+    @property
+    def log_indexes(self) -> str:
+        """Set of every ``log_index`` key, so that purge and rebuild can drop them."""
+        return f"{self.prefix}:log:indexes"
+
+    @property
+    def sessions(self) -> str:
+        """Set of the session ids seen in tool calls and questions."""
+        return f"{self.prefix}:sessions"
+
+    @property
+    def questions(self) -> str:
+        """Hash: question id -> pending Question JSON."""
+        return f"{self.prefix}:questions"
+
+    @property
+    def questions_order(self) -> str:
+        """Sorted set: pending question id, score the seq that asked it (oldest first)."""
+        return f"{self.prefix}:questions:order"
+
+    @property
+    def questions_expiry(self) -> str:
+        """Sorted set: pending question id, score its expiry (epoch ms)."""
+        return f"{self.prefix}:questions:expiry"
+
+    @property
+    def caches(self) -> str:
+        """Prefix of disposable query caches."""
+        return f"{self.prefix}:cache"

@@ -1,0 +1,32 @@
+"""The workspace config read model: the merged config document and its version."""
+
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from orchestrator.events import ConfigUpdated, StoredEvent
+from orchestrator.keys import WorkspaceKeys
+from projections.base import Command
+
+_decode_config = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class ConfigProjection:
+    name = "config"
+
+    def apply(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
+        payload = event.decode()
+        if not isinstance(payload, ConfigUpdated):
+            return []
+        doc = msgspec.json.encode(payload.config)
+        return [("HSET", keys.config, "doc", doc, "version", event.seq)]
+
+    def drop(self, keys: WorkspaceKeys) -> list[Command]:
+        return [("DEL", keys.config)]
+
+
+async def read_config(redis: Redis, workspace_id: str) -> tuple[dict[str, Any], int]:
+    """The config (``{}`` when never set) and the seq of the event that last changed it."""
+    doc, version = await redis.hmget(WorkspaceKeys(workspace_id).config, ["doc", "version"])  # type: ignore[misc]
+    return (_decode_config(doc) if doc else {}), int(version or 0)

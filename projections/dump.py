@@ -1,0 +1,64 @@
+"""The debug dump: everything needed to reconstruct a workspace's live state, streamed.
+
+The dump is one JSON object written section by section; the event log and the tool-call log
+are streamed in batches, so a dump is never built whole in memory.
+"""
+
+from collections.abc import AsyncIterator
+
+import msgspec
+from redis.asyncio import Redis
+
+from orchestrator.clock import now_ms
+from orchestrator.eventlog import EventLog
+from orchestrator.keys import WorkspaceKeys
+from projections.config import read_config
+from projections.log import iter_calls
+from projections.questions import pending_questions
+from projections.runner import Projector
+
+_encode = msgspec.json.encode
+
+
+async def debug_dump(
+    redis: Redis, eventlog: EventLog, projector: Projector, workspace_id: str, batch: int = 1000
+) -> AsyncIterator[bytes]:
+    keys = WorkspaceKeys(workspace_id)
+    first, last = await eventlog.bounds(workspace_id)
+    config, config_version = await read_config(redis, workspace_id)
+    questions = await pending_questions(redis, workspace_id, now_ms=0)
+    sessions = sorted(s.decode() for s in await redis.smembers(keys.sessions))  # type: ignore[misc]
+    versions = await redis.hgetall(keys.versions)  # type: ignore[misc]
+    idempotency_keys = [k async for k in redis.scan_iter(match=f"{keys.prefix}:idem:*", count=500)]
+    head = {
+        "workspaceID": workspace_id,
+        "generated_at": now_ms(),
+        "log": {"first_seq": first, "last_seq": last, "stream": keys.events},
+        "config": config,
+        "config_version": config_version,
+        "projections": await projector.checkpoints(workspace_id),
+        "versions": {k.decode(): int(v) for k, v in versions.items()},
+        "sessions": sessions,
+        "questions": [msgspec.Raw(q.raw) for q in questions],
+        "caches": {"idempotency_keys": len(idempotency_keys)},
+    }
+    yield _encode(head)[:-1]  # keep the object open for the streamed sections
+
+    yield b',"events":['
+    position, separator = 0, b""
+    while True:
+        events = await eventlog.read(workspace_id, position, batch)
+        if not events or events[0].seq > last:
+            break
+        chunk = b",".join(_encode(e) for e in events if e.seq <= last)
+        yield separator + chunk
+        separator, position = b",", events[-1].seq
+        if position >= last:
+            break
+
+    yield b'],"tool_logs":['
+    separator = b""
+    async for calls in iter_calls(redis, workspace_id, batch):
+        yield separator + b",".join(calls)
+        separator = b","
+    yield b"]}"

@@ -1,0 +1,108 @@
+"""The tool-call log read model and its queries.
+
+Every call is stored once (hash ``log:calls``, by zero-padded seq) and indexed in sorted sets
+scored by its timestamp: one over all calls and one per value of each filter field. A query
+reads one index, or intersects the indexes of its filters, and pages by rank.
+"""
+
+import hashlib
+import math
+from collections.abc import AsyncIterator
+
+import msgspec
+from redis.asyncio import Redis
+
+from orchestrator.events import OrchestrationPurged, StoredEvent, ToolCall
+from orchestrator.keys import LOG_FILTER_FIELDS, WorkspaceKeys
+from orchestrator.scripts import Script
+from projections.base import Command
+
+LOG_PAGE = Script.load("log_page", package="projections.lua")
+_decode_call = msgspec.json.Decoder(ToolCall).decode
+
+
+def member(seq: int) -> str:
+    # Zero-padded so that calls with equal timestamps sort by seq.
+    return f"{seq:016d}"
+
+
+class LogProjection:
+    name = "log"
+
+    def apply(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
+        if event.type == ToolCall.type:
+            return self._record(keys, event)
+        if event.type == OrchestrationPurged.type:
+            return self.drop(keys)
+        return []
+
+    def _record(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
+        call = _decode_call(event.payload)
+        m = member(event.seq)
+        writes: list[Command] = [
+            ("HSET", keys.log_calls, m, bytes(event.payload)),
+            ("ZADD", keys.log_all, call.timestamp, m),
+        ]
+        indexes = []
+        for field in LOG_FILTER_FIELDS:
+            value = getattr(call, field)
+            if value is not None:
+                index = keys.log_index(field, value)
+                indexes.append(index)
+                writes.append(("ZADD", index, call.timestamp, m))
+        writes.append(("SADD", keys.log_indexes, *indexes))
+        return writes
+
+    def drop(self, keys: WorkspaceKeys) -> list[Command]:
+        return [("DELMEMBERS", keys.log_indexes), ("DEL", keys.log_calls, keys.log_all)]
+
+
+class LogQuery(msgspec.Struct, frozen=True, kw_only=True):
+    filters: dict[str, str] = msgspec.field(default_factory=dict)
+    from_ms: int | None = None
+    to_ms: int | None = None
+    page: int = 1
+    limit: int = 50
+    descending: bool = False
+
+
+class LogPage(msgspec.Struct, frozen=True):
+    items: list[bytes]  # ToolCall JSON, as stored
+    page: int
+    limit: int
+    total: int
+
+    @property
+    def pages(self) -> int:
+        return math.ceil(self.total / self.limit)
+
+
+async def query_log(redis: Redis, workspace_id: str, query: LogQuery) -> LogPage:
+    keys = WorkspaceKeys(workspace_id)
+    indexes = [keys.log_index(f, v) for f, v in sorted(query.filters.items())] or [keys.log_all]
+    digest = hashlib.blake2b(msgspec.json.encode(sorted(query.filters.items())), digest_size=16)
+    scratch = f"{keys.caches}:log:{digest.hexdigest()}"
+    args = [
+        "-inf" if query.from_ms is None else query.from_ms,
+        "+inf" if query.to_ms is None else query.to_ms,
+        (query.page - 1) * query.limit,
+        query.limit,
+        "desc" if query.descending else "asc",
+    ]
+    total, items = await LOG_PAGE(redis, [keys.log_calls, scratch, *indexes], args)
+    return LogPage([bytes(i) for i in items if i is not None], query.page, query.limit, int(total))
+
+
+async def iter_calls(
+    redis: Redis, workspace_id: str, batch: int = 1000
+) -> AsyncIterator[list[bytes]]:
+    """Every recorded call as stored JSON, in timestamp order, a batch at a time."""
+    keys = WorkspaceKeys(workspace_id)
+    start = 0
+    while True:
+        members = await redis.zrange(keys.log_all, start, start + batch - 1)
+        if not members:
+            return
+        raws = await redis.hmget(keys.log_calls, members)  # type: ignore[misc]
+        yield [bytes(r) for r in raws if r is not None]
+        start += batch

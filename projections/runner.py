@@ -1,0 +1,179 @@
+"""The projector: feeds events, in seq order, to every projection of a workspace.
+
+Each batch of a projection's writes is applied by one Lua script together with its
+checkpoint, and only if the checkpoint is still the one read before the batch. So replaying,
+crashing mid-way, or several replicas projecting the same workspace at once never applies an
+event twice or skips one. Projection runs where events are appended: an append in this
+process wakes the workspace's projector task, which catches up from the checkpoint.
+"""
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskGroup, TaskStatus
+from redis.exceptions import RedisError
+
+from orchestrator import scripts
+from orchestrator.eventlog import EventLog
+from orchestrator.events import StoredEvent
+from orchestrator.keys import WorkspaceKeys
+from projections.base import Command, Projection
+from projections.config import ConfigProjection
+from projections.log import LogProjection
+from projections.questions import QuestionsProjection
+from projections.sessions import SessionsProjection
+
+log = structlog.get_logger(__name__)
+
+
+def all_projections() -> list[Projection]:
+    return [ConfigProjection(), LogProjection(), QuestionsProjection(), SessionsProjection()]
+
+
+def _flatten(commands: list[Command]) -> list[Any]:
+    words: list[Any] = []
+    for command in commands:
+        words.append(len(command))
+        words.extend(command)
+    return words
+
+
+class Projector:
+    def __init__(
+        self,
+        eventlog: EventLog,
+        projections: Sequence[Projection] | None = None,
+        batch: int = 1000,
+        idle_s: float = 60.0,
+    ) -> None:
+        self.eventlog = eventlog
+        self.redis = eventlog.redis
+        self.projections = list(projections or all_projections())
+        self.batch = batch
+        self.idle_s = idle_s
+        self._caught_up: dict[str, int] = {}  # workspace -> seq every projection has reached
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._progress = asyncio.Condition()
+        self._task_group: TaskGroup | None = None
+
+    # Catching up
+
+    async def checkpoints(self, workspace_id: str) -> dict[str, int]:
+        keys = WorkspaceKeys(workspace_id)
+        names = [p.name for p in self.projections]
+        raw = await self.redis.hmget(keys.checkpoints, names)  # type: ignore[misc]
+        return {name: int(v or 0) for name, v in zip(names, raw, strict=True)}
+
+    async def catch_up(self, workspace_id: str) -> int:
+        """Apply every retained event past each checkpoint; return the seq all have reached."""
+        keys = WorkspaceKeys(workspace_id)
+        while True:
+            checkpoints = await self.checkpoints(workspace_id)
+            low = min(checkpoints.values())
+            events = await self.eventlog.read(workspace_id, low, self.batch)
+            if not events:
+                return low
+            calls = [
+                self._apply_call(keys, p, checkpoints[p.name], events) for p in self.projections
+            ]
+            for reply in await scripts.run_all(self.redis, [c for c in calls if c is not None]):
+                if isinstance(reply, Exception):
+                    raise reply
+
+    def _apply_call(
+        self,
+        keys: WorkspaceKeys,
+        projection: Projection,
+        checkpoint: int,
+        events: list[StoredEvent],
+    ) -> scripts.Call | None:
+        todo = [e for e in events if e.seq > checkpoint]
+        if not todo:
+            return None
+        writes = [w for e in todo for w in projection.apply(keys, e)]
+        args = [projection.name, checkpoint, todo[-1].seq, *_flatten(writes)]
+        return (scripts.APPLY, [keys.checkpoints], args)
+
+    async def rebuild(self, workspace_id: str, names: Sequence[str] | None = None) -> int:
+        """Drop the named read models (all by default) and rebuild them from the log."""
+        keys = WorkspaceKeys(workspace_id)
+        chosen = [p for p in self.projections if names is None or p.name in names]
+        unknown = set(names or ()) - {p.name for p in self.projections}
+        if unknown:
+            raise ValueError(f"unknown projections: {', '.join(sorted(unknown))}")
+        pipe = self.redis.pipeline(transaction=True)
+        for projection in chosen:
+            for command in projection.drop(keys):
+                if command[0] == "DELMEMBERS":
+                    members = await self.redis.smembers(str(command[1]))  # type: ignore[misc]
+                    pipe.delete(*members, command[1]) if members else pipe.delete(command[1])
+                else:
+                    pipe.execute_command(*command)
+            pipe.hdel(keys.checkpoints, projection.name)
+        await pipe.execute()
+        return await self.catch_up(workspace_id)
+
+    # Running per workspace
+
+    def notify(self, workspace_id: str, seq: int) -> None:
+        """An event up to ``seq`` was appended: make sure this workspace gets projected."""
+        wakeup = self._wakeups.get(workspace_id)
+        if wakeup is not None:
+            wakeup.set()
+        elif self._task_group is not None:
+            wakeup = self._wakeups[workspace_id] = asyncio.Event()
+            wakeup.set()
+            self._task_group.start_soon(self._run_workspace, workspace_id, wakeup)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            self._task_group = tg
+            task_status.started()
+            try:
+                await anyio.sleep_forever()
+            finally:
+                self._task_group = None
+
+    async def _run_workspace(self, workspace_id: str, wakeup: asyncio.Event) -> None:
+        try:
+            while True:
+                with anyio.move_on_after(self.idle_s) as idle:
+                    await wakeup.wait()
+                if idle.cancelled_caught:
+                    return
+                wakeup.clear()
+                await self._step(workspace_id, wakeup)
+        finally:
+            self._wakeups.pop(workspace_id, None)
+
+    async def _step(self, workspace_id: str, wakeup: asyncio.Event) -> None:
+        try:
+            reached = await self.catch_up(workspace_id)
+        except RedisError as exc:
+            log.warning("projection.retry", workspace=workspace_id, error=str(exc))
+            await anyio.sleep(0.5)
+            wakeup.set()
+            return
+        async with self._progress:
+            self._caught_up[workspace_id] = max(reached, self._caught_up.get(workspace_id, 0))
+            self._progress.notify_all()
+
+    async def wait_for(self, workspace_id: str, seq: int, wait_s: float) -> bool:
+        """Wait until every projection of the workspace has applied ``seq`` (bounded)."""
+        if self._caught_up.get(workspace_id, 0) >= seq:
+            return True
+        if self._task_group is None:
+            return await self.catch_up(workspace_id) >= seq
+        self.notify(workspace_id, seq)
+        with anyio.move_on_after(wait_s):
+            async with self._progress:
+                await self._progress.wait_for(lambda: self._caught_up.get(workspace_id, 0) >= seq)
+                return True
+        return False
+
+    def active(self) -> dict[str, int]:
+        """Workspaces this process projects, with the seq each has reached."""
+        return {ws: self._caught_up.get(ws, 0) for ws in self._wakeups}

@@ -1,0 +1,38 @@
+"""The read models as the commands see them (``orchestrator.context.ReadModels``)."""
+
+from typing import Any
+
+import structlog
+from redis.asyncio import Redis
+
+from orchestrator.clock import now_ms
+from orchestrator.events import Question
+from projections.config import read_config
+from projections.questions import due_for_expiry, find_question
+from projections.runner import Projector
+
+log = structlog.get_logger(__name__)
+
+
+class RedisReadModels:
+    def __init__(self, redis: Redis, projector: Projector, wait_timeout_s: float) -> None:
+        self.redis = redis
+        self.projector = projector
+        self.wait_timeout_s = wait_timeout_s
+
+    async def config(self, workspace_id: str) -> tuple[dict[str, Any], int]:
+        return await read_config(self.redis, workspace_id)
+
+    async def pending_question(
+        self, workspace_id: str, question_id: str
+    ) -> tuple[Question, int] | None:
+        found = await find_question(self.redis, workspace_id, question_id)
+        return None if found is None else (found.question, found.version)
+
+    async def questions_due(self, workspace_id: str) -> list[str]:
+        return await due_for_expiry(self.redis, workspace_id, now_ms())
+
+    async def wait_for(self, workspace_id: str, seq: int) -> None:
+        if not await self.projector.wait_for(workspace_id, seq, self.wait_timeout_s):
+            # The event is durable in the log; only the read model is late.
+            log.warning("projection.late", workspace=workspace_id, seq=seq)
