@@ -115,7 +115,7 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=ROUTES,
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=HANDLERS,
         lifespan=lifespan,
         middleware=[Middleware(BindRequest)],
     )

@@ -40,7 +40,7 @@ def error_body(code: str, message: str, details: dict[str, Any] | None = None) -
 def _status(exc: OrchestrationError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
-            return STATUS[cls]  # type: ignore[index]
+            return STATUS[cls]
     return 400
 
 

@@ -18,7 +18,7 @@ async def readyz(request: Request) -> Response:
     s = services(request)
     active = s.projector.active()
     try:
-        await s.redis.ping()  # type: ignore[misc]
+        await s.redis.ping()
         lags = {ws: await s.eventlog.last_seq(ws) - reached for ws, reached in active.items()}
     except (RedisError, OSError) as exc:
         return JSON({"status": "unavailable", "redis": str(exc)}, 503)

@@ -5,10 +5,11 @@ from starlette.responses import Response, StreamingResponse
 
 from api import decode
 from api.responses import JSON, raw_json
-from api.sse import EVENTS, TOOL_CALLS, EventStreamResponse, StreamKind, stream
+from api.sse import EVENTS, TOOL_CALLS, EventStreamResponse, stream
 from api.state import services
 from orchestrator import config, purge, toolcalls
 from orchestrator.errors import InvalidInput
+from orchestrator.feed import StreamKind
 from orchestrator.keys import LOG_FILTER_FIELDS
 from projections.dump import debug_dump
 from projections.log import LogQuery, query_log
@@ -97,7 +98,12 @@ async def post_log(request: Request) -> Response:
 async def get_debug_dump(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
     s = services(request)
-    body = debug_dump(s.redis, s.eventlog, s.projector, ws, s.settings.replay_batch)
+    caches = {
+        "replica": s.subscribers.replica_id,
+        "projected_seq": s.projector.active().get(ws),
+        "feed": s.feed.state(ws),
+    }
+    body = debug_dump(s.redis, s.eventlog, s.projector, ws, caches, s.settings.replay_batch)
     return StreamingResponse(body, media_type="application/json")
 
 

@@ -23,7 +23,9 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
     if settings.redis_url is not None:
         yield settings
         return
-    server = RedisServer(settings.data_dir / "redis")
+    # A fixed port: a second server on the same data folder fails to bind before it can touch
+    # the append-only file, and `redis-cli -p 6390` finds it.
+    server = RedisServer(settings.data_dir / "redis", port=settings.embedded_redis_port)
     server.start()
     log.info("redis.embedded", url=server.url, data=str(server.data_dir))
     try:

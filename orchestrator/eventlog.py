@@ -17,9 +17,9 @@ from orchestrator import scripts
 from orchestrator.errors import Conflict, Unavailable, ValidationFailed
 from orchestrator.events import NewEvent, StoredEvent
 from orchestrator.keys import WorkspaceKeys
+from orchestrator.replies import Entry, as_bytes, as_int, as_str, stream_entries
 
 MAX_PIPELINE = 256
-Entry = tuple[bytes, Mapping[bytes, bytes]]
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -181,13 +181,13 @@ class EventLog:
         if idempotency is None:
             return None
         key = WorkspaceKeys(workspace_id).idempotency(idempotency.operation, idempotency.key)
-        raw = await self.redis.hmget(key, ["fingerprint", "first", "n", "result"])  # type: ignore[misc]
-        fingerprint, first, count, result = raw
+        fields = ["fingerprint", "first", "n", "result"]
+        fingerprint, first, count, result = await self.redis.hmget(key, fields)
         if fingerprint is None:
             return None
-        if fingerprint.decode() != idempotency.fingerprint:
+        if as_str(fingerprint) != idempotency.fingerprint:
             return self._appended([b"mismatch"], b"")
-        return Appended(int(first), int(count), bytes(result), duplicate=True)
+        return Appended(as_int(first), as_int(count), as_bytes(result), duplicate=True)
 
     # Reads
 
@@ -195,11 +195,11 @@ class EventLog:
         """Up to ``count`` retained events with seq > ``after_seq``, in order."""
         keys = WorkspaceKeys(workspace_id)
         entries = await self.redis.xrange(keys.events, min=f"{after_seq + 1}-0", count=count)
-        return parse_entries(entries)
+        return parse_entries(stream_entries(entries))
 
     async def last_seq(self, workspace_id: str) -> int:
         """The last seq ever allocated in the workspace (0 for a new one)."""
-        raw = await self.redis.hget(WorkspaceKeys(workspace_id).meta, "seq")  # type: ignore[misc]
+        raw = await self.redis.hget(WorkspaceKeys(workspace_id).meta, "seq")
         return int(raw or 0)
 
     async def bounds(self, workspace_id: str) -> tuple[int, int]:
@@ -215,5 +215,5 @@ class EventLog:
 
     async def versions(self, workspace_id: str, *entities: str) -> list[int]:
         keys = WorkspaceKeys(workspace_id)
-        raw = await self.redis.hmget(keys.versions, list(entities))  # type: ignore[misc]
+        raw = await self.redis.hmget(keys.versions, list(entities))
         return [int(v or 0) for v in raw]

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from orchestrator.eventlog import EventLog, parse_entries
 from orchestrator.events import StoredEvent
 from orchestrator.keys import WorkspaceKeys
+from orchestrator.replies import stream_entries
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +115,16 @@ class Feed:
         feed = self._feeds.get(workspace_id)
         return 0 if feed is None else feed.count(self.counted_kind)
 
+    def state(self, workspace_id: str) -> dict[str, object] | None:
+        """This process's live state for the workspace (for the debug dump)."""
+        feed = self._feeds.get(workspace_id)
+        if feed is None:
+            return None
+        return {
+            "cursor": feed.cursor,
+            "subscribers": {k: len(s) for k, s in feed.subscribers.items()},
+        }
+
     def active(self) -> list[str]:
         """Workspaces with live subscribers in this process."""
         return list(self._feeds)
@@ -156,8 +167,8 @@ class Feed:
                         {stream: f"{feed.cursor}-0"}, count=XREAD_COUNT, block=XREAD_BLOCK_MS
                     )
                 )
-                for _, entries in reply or ():
-                    self._fan_out(feed, parse_entries(entries))
+                for _, entries in reply or ():  # type: ignore[str-unpack]
+                    self._fan_out(feed, parse_entries(stream_entries(entries)))
 
     async def _retrying(self, read: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1

@@ -186,7 +186,7 @@ async def expire_due(orch: Orchestrator, workspace_id: str) -> int:
         if found is None or found[0].expires_at is None:
             continue
         question, version = found
-        event = QuestionExpired(question.id, question.sessionID, question.expires_at)
+        event = QuestionExpired(question.id, question.sessionID, found[0].expires_at)
         try:
             await orch.eventlog.append(
                 workspace_id, [new_event(event, question.id)], expect={question.id: version}

@@ -9,6 +9,7 @@ from pathlib import Path
 class Settings:
     redis_url: str | None = None
     data_dir: Path = Path("data")
+    embedded_redis_port: int = 6390  # the local Redis `serve` starts when REDIS_URL is unset
     # Event log
     event_retention: int = 1_000_000  # events kept per workspace (approximate trim); 0 keeps all
     idempotency_ttl_ms: int = 24 * 3600 * 1000

@@ -28,5 +28,5 @@ class ConfigProjection:
 
 async def read_config(redis: Redis, workspace_id: str) -> tuple[dict[str, Any], int]:
     """The config (``{}`` when never set) and the seq of the event that last changed it."""
-    doc, version = await redis.hmget(WorkspaceKeys(workspace_id).config, ["doc", "version"])  # type: ignore[misc]
+    doc, version = await redis.hmget(WorkspaceKeys(workspace_id).config, ["doc", "version"])
     return (_decode_config(doc) if doc else {}), int(version or 0)

@@ -4,7 +4,7 @@ The dump is one JSON object written section by section; the event log and the to
 are streamed in batches, so a dump is never built whole in memory.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import msgspec
 from redis.asyncio import Redis
@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from orchestrator.clock import now_ms
 from orchestrator.eventlog import EventLog
 from orchestrator.keys import WorkspaceKeys
+from orchestrator.replies import as_int, as_str
 from projections.config import read_config
 from projections.log import iter_calls
 from projections.questions import pending_questions
@@ -21,15 +22,20 @@ _encode = msgspec.json.encode
 
 
 async def debug_dump(
-    redis: Redis, eventlog: EventLog, projector: Projector, workspace_id: str, batch: int = 1000
+    redis: Redis,
+    eventlog: EventLog,
+    projector: Projector,
+    workspace_id: str,
+    caches: Mapping[str, object],
+    batch: int = 1000,
 ) -> AsyncIterator[bytes]:
+    """``caches`` is the serving replica's in-memory state for the workspace."""
     keys = WorkspaceKeys(workspace_id)
     first, last = await eventlog.bounds(workspace_id)
     config, config_version = await read_config(redis, workspace_id)
     questions = await pending_questions(redis, workspace_id, now_ms=0)
-    sessions = sorted(s.decode() for s in await redis.smembers(keys.sessions))  # type: ignore[misc]
-    versions = await redis.hgetall(keys.versions)  # type: ignore[misc]
-    idempotency_keys = [k async for k in redis.scan_iter(match=f"{keys.prefix}:idem:*", count=500)]
+    sessions = sorted(as_str(s) for s in await redis.smembers(keys.sessions))
+    versions = await redis.hgetall(keys.versions)
     head = {
         "workspaceID": workspace_id,
         "generated_at": now_ms(),
@@ -37,10 +43,10 @@ async def debug_dump(
         "config": config,
         "config_version": config_version,
         "projections": await projector.checkpoints(workspace_id),
-        "versions": {k.decode(): int(v) for k, v in versions.items()},
+        "versions": {as_str(k): as_int(v) for k, v in versions.items()},
         "sessions": sessions,
         "questions": [msgspec.Raw(q.raw) for q in questions],
-        "caches": {"idempotency_keys": len(idempotency_keys)},
+        "caches": caches,
     }
     yield _encode(head)[:-1]  # keep the object open for the streamed sections
 

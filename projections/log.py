@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from orchestrator.events import OrchestrationPurged, StoredEvent, ToolCall
 from orchestrator.keys import LOG_FILTER_FIELDS, WorkspaceKeys
+from orchestrator.replies import as_bytes
 from orchestrator.scripts import Script
 from projections.base import Command
 
@@ -103,6 +104,6 @@ async def iter_calls(
         members = await redis.zrange(keys.log_all, start, start + batch - 1)
         if not members:
             return
-        raws = await redis.hmget(keys.log_calls, members)  # type: ignore[misc]
-        yield [bytes(r) for r in raws if r is not None]
+        raws = await redis.hmget(keys.log_calls, [as_bytes(m) for m in members])
+        yield [as_bytes(r) for r in raws if r is not None]
         start += batch

@@ -1,5 +1,7 @@
 """The pending-questions read model: unanswered questions, oldest first."""
 
+from typing import cast
+
 import msgspec
 from redis.asyncio import Redis
 
@@ -12,6 +14,7 @@ from orchestrator.events import (
     StoredEvent,
 )
 from orchestrator.keys import WorkspaceKeys
+from orchestrator.replies import as_bytes, as_str
 from projections.base import Command
 
 _decode_question = msgspec.json.Decoder(Question).decode
@@ -58,12 +61,15 @@ class PendingQuestion(msgspec.Struct, frozen=True):
 async def pending_questions(redis: Redis, workspace_id: str, now_ms: int) -> list[PendingQuestion]:
     """Every unanswered, unexpired question, oldest first."""
     keys = WorkspaceKeys(workspace_id)
-    order = await redis.zrange(keys.questions_order, 0, -1, withscores=True)
+    order = cast(
+        list[tuple[bytes, float]], await redis.zrange(keys.questions_order, 0, -1, withscores=True)
+    )
     if not order:
         return []
-    raws = await redis.hmget(keys.questions, [qid for qid, _ in order])  # type: ignore[misc]
+    ids = [as_bytes(qid) for qid, _ in order]
+    raws = await redis.hmget(keys.questions, ids)
     found = [
-        PendingQuestion(_decode_question(raw), bytes(raw), int(seq))
+        PendingQuestion(_decode_question(raw), as_bytes(raw), int(seq))
         for (_, seq), raw in zip(order, raws, strict=True)
         if raw is not None
     ]
@@ -81,10 +87,10 @@ async def find_question(
     raw, seq = await pipe.execute()
     if raw is None or seq is None:
         return None
-    return PendingQuestion(_decode_question(raw), bytes(raw), int(seq))
+    return PendingQuestion(_decode_question(raw), as_bytes(raw), int(seq))
 
 
 async def due_for_expiry(redis: Redis, workspace_id: str, now_ms: int) -> list[str]:
     keys = WorkspaceKeys(workspace_id)
     due = await redis.zrangebyscore(keys.questions_expiry, "-inf", now_ms)
-    return [qid.decode() for qid in due]
+    return [as_str(qid) for qid in due]

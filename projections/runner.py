@@ -64,7 +64,7 @@ class Projector:
     async def checkpoints(self, workspace_id: str) -> dict[str, int]:
         keys = WorkspaceKeys(workspace_id)
         names = [p.name for p in self.projections]
-        raw = await self.redis.hmget(keys.checkpoints, names)  # type: ignore[misc]
+        raw = await self.redis.hmget(keys.checkpoints, names)
         return {name: int(v or 0) for name, v in zip(names, raw, strict=True)}
 
     async def catch_up(self, workspace_id: str) -> int:
@@ -104,16 +104,14 @@ class Projector:
         unknown = set(names or ()) - {p.name for p in self.projections}
         if unknown:
             raise ValueError(f"unknown projections: {', '.join(sorted(unknown))}")
-        pipe = self.redis.pipeline(transaction=True)
         for projection in chosen:
-            for command in projection.drop(keys):
-                if command[0] == "DELMEMBERS":
-                    members = await self.redis.smembers(str(command[1]))  # type: ignore[misc]
-                    pipe.delete(*members, command[1]) if members else pipe.delete(command[1])
-                else:
-                    pipe.execute_command(*command)
-            pipe.hdel(keys.checkpoints, projection.name)
-        await pipe.execute()
+            # The drop goes through the same checkpointed step as any apply: it resets the
+            # checkpoint to 0 only if no projector advanced it meanwhile (else: try again).
+            applied = False
+            while not applied:
+                checkpoint = (await self.checkpoints(workspace_id))[projection.name]
+                args = [projection.name, checkpoint, 0, *_flatten(projection.drop(keys))]
+                _, applied = await scripts.APPLY(self.redis, [keys.checkpoints], args)
         return await self.catch_up(workspace_id)
 
     # Running per workspace
