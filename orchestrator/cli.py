@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app
 
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: make that an exit
+    # that unwinds, so the local Redis below is stopped rather than orphaned.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     with redis_for(settings) as ready:
         print(f"orchestrator serving on http://{args.host}:{args.port}", file=sys.stderr)
         uvicorn.run(

@@ -50,4 +50,4 @@ async def update_config(
         await orch.models.wait_for(workspace_id, appended.last_seq)
         return _decode_config(appended.result)
 
-    return await orch.decide(workspace_id, attempt)
+    return await orch.decide(workspace_id, "config", attempt)

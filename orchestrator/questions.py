@@ -148,7 +148,7 @@ async def answer_question(
         )
         await orch.models.wait_for(workspace_id, appended.last_seq)
 
-    await orch.decide(workspace_id, attempt)
+    await orch.decide(workspace_id, question_id, attempt)
 
 
 async def reject_question(
@@ -172,7 +172,7 @@ async def reject_question(
         )
         await orch.models.wait_for(workspace_id, appended.last_seq)
 
-    await orch.decide(workspace_id, attempt)
+    await orch.decide(workspace_id, question_id, attempt)
 
 
 async def expire_due(orch: Orchestrator, workspace_id: str) -> int:
