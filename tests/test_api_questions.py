@@ -8,12 +8,18 @@ DEPLOY = {
     "question": "Which deployment target should I use for the new service?",
     "header": "Deploy target",
     "options": [
-        {"label": "AWS us-east-1", "description": "Production-grade region with full feature parity."},
-        {"label": "GCP europe-west1", "description": "Lower latency for EU users; some services are stubs."},
+        {
+            "label": "AWS us-east-1",
+            "description": "Production-grade region with full feature parity.",
+        },
+        {
+            "label": "GCP europe-west1",
+            "description": "Lower latency for EU users; some services are stubs.",
+        },
     ],
     "multiple": False,
     "custom": True,
-}  # fmt: skip
+}
 TOOL = {"messageID": "msg_01HXYZMESSAGEID", "callID": "call_01HXYZCALLID"}
 
 
@@ -138,26 +144,26 @@ def test_questions_expire(api: httpx.Client) -> None:
     assert [e["type"] for e in events] == ["question.asked", "question.expired"]
 
 
+def raised(**fields: Any) -> dict[str, Any]:
+    return {"sessionID": "s", "questions": [DEPLOY], "tool": TOOL, **fields}
+
+
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
         ({"questions": [DEPLOY], "tool": TOOL}, 422, "sessionID"),
-        ({"sessionID": "s", "questions": [], "tool": TOOL}, 422, "$.questions"),
+        (raised(questions=[]), 422, "$.questions"),
         ({"sessionID": "s", "questions": [DEPLOY]}, 422, "tool"),
-        ({"sessionID": "s", "questions": [{**DEPLOY, "options": []}], "tool": TOOL}, 200, ""),
+        (raised(questions=[{**DEPLOY, "options": []}]), 200, ""),
         (
-            {"sessionID": "s", "questions": [{**DEPLOY, "options": [], "custom": False}], "tool": TOOL},
+            raised(questions=[{**DEPLOY, "options": [], "custom": False}]),
             422,
             "at least one option",
         ),
-        (
-            {"sessionID": "s", "questions": [{**DEPLOY, "options": DEPLOY["options"] * 2}], "tool": TOOL},  # type: ignore[operator]
-            422,
-            "unique",
-        ),
-        ({"sessionID": "s", "questions": [DEPLOY], "tool": TOOL, "expires_in_ms": 0}, 422, "expires_in_ms"),
+        (raised(questions=[{**DEPLOY, "options": [*DEPLOY["options"]] * 2}]), 422, "unique"),
+        (raised(expires_in_ms=0), 422, "expires_in_ms"),
     ],
-)  # fmt: skip
+)
 def test_raising_validates_the_question(
     api: httpx.Client, body: dict[str, Any], status: int, fragment: str
 ) -> None:
