@@ -20,6 +20,7 @@ DEPLOY = {
     "multiple": False,
     "custom": True,
 }
+OPTIONS: list[dict[str, str]] = DEPLOY["options"]  # type: ignore[assignment]
 TOOL = {"messageID": "msg_01HXYZMESSAGEID", "callID": "call_01HXYZCALLID"}
 
 
@@ -160,7 +161,7 @@ def raised(**fields: Any) -> dict[str, Any]:
             422,
             "at least one option",
         ),
-        (raised(questions=[{**DEPLOY, "options": [*DEPLOY["options"]] * 2}]), 422, "unique"),
+        (raised(questions=[{**DEPLOY, "options": OPTIONS * 2}]), 422, "unique"),
         (raised(expires_in_ms=0), 422, "expires_in_ms"),
     ],
 )
