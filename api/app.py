@@ -95,9 +95,16 @@ def create_app(settings: Settings) -> Starlette:
         # Requests share a fixed pool; live readers (one blocking XREAD per active workspace)
         # get their own, so connections grow with workspaces, never with SSE clients.
         redis = Redis(
-            connection_pool=BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE)
+            connection_pool=BlockingConnectionPool.from_url(
+                url, max_connections=POOL_SIZE, socket_connect_timeout=5, socket_timeout=30
+            )
         )
-        blocking = Redis(connection_pool=ConnectionPool.from_url(url))
+        # XREAD blocks for 5 s at a time; the socket timeout leaves room for that.
+        blocking = Redis(
+            connection_pool=ConnectionPool.from_url(
+                url, socket_connect_timeout=5, socket_timeout=30
+            )
+        )
         s = build(settings, redis, blocking)
         try:
             async with anyio.create_task_group() as tg:

@@ -121,7 +121,7 @@ class EventLog:
 
     @staticmethod
     def _appended(reply: Any, result: bytes) -> Appended:
-        if isinstance(reply, RedisError):
+        if isinstance(reply, RedisError | OSError):
             raise Unavailable(f"event log unavailable: {reply}") from reply
         status = reply[0]
         if status == b"ok":
@@ -139,7 +139,7 @@ class EventLog:
         if not self._batching:
             try:
                 return (await scripts.run_all(self.redis, [call]))[0]
-            except RedisError as exc:
+            except (RedisError, OSError) as exc:
                 raise Unavailable(f"event log unavailable: {exc}") from exc
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((call, future))
@@ -160,14 +160,21 @@ class EventLog:
         finally:
             self._batching = False
             for _, future in self._pending:
-                future.cancel()
+                future.set_result(RedisError("shutting down"))
             self._pending.clear()
 
     async def _flush(self, batch: list[tuple[scripts.Call, asyncio.Future[Any]]]) -> None:
         try:
-            replies = await asyncio.shield(scripts.run_all(self.redis, [c for c, _ in batch]))
-        except RedisError as exc:
+            replies = await scripts.run_all(self.redis, [c for c, _ in batch])
+        except (RedisError, OSError) as exc:
             replies = [exc] * len(batch)
+        except BaseException:
+            # Shutting down mid-flight: whether these landed is unknown; their callers get a
+            # retryable error (an Idempotency-Key retry is then safe), never a hang.
+            for _, future in batch:
+                if not future.done():
+                    future.set_result(RedisError("shutting down"))
+            raise
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)

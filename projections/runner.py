@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 
 from orchestrator import scripts
 from orchestrator.eventlog import EventLog
-from orchestrator.events import StoredEvent
+from orchestrator.events import OrchestrationPurged, StoredEvent
 from orchestrator.keys import WorkspaceKeys
 from projections.base import Command, Projection
 from projections.config import ConfigProjection
@@ -69,19 +69,35 @@ class Projector:
 
     async def catch_up(self, workspace_id: str) -> int:
         """Apply every retained event past each checkpoint; return the seq all have reached."""
-        keys = WorkspaceKeys(workspace_id)
         while True:
-            checkpoints = await self.checkpoints(workspace_id)
-            low = min(checkpoints.values())
-            events = await self.eventlog.read(workspace_id, low, self.batch)
-            if not events:
-                return low
-            calls = [
-                self._apply_call(keys, p, checkpoints[p.name], events) for p in self.projections
-            ]
-            for reply in await scripts.run_all(self.redis, [c for c in calls if c is not None]):
-                if isinstance(reply, Exception):
-                    raise reply
+            reached, more = await self.advance(workspace_id)
+            if not more:
+                return reached
+
+    async def advance(self, workspace_id: str) -> tuple[int, bool]:
+        """Apply one batch; return the seq every projection has reached, and whether there
+        may be more to apply."""
+        keys = WorkspaceKeys(workspace_id)
+        checkpoints = await self.checkpoints(workspace_id)
+        low = min(checkpoints.values())
+        events = await self.eventlog.read(workspace_id, low, self.batch)
+        if not events:
+            return low, False
+        if events[0].seq > low + 1 and events[0].type != OrchestrationPurged.type:
+            # Trimmed before it was projected: the read models miss these events.
+            log.error("projection.gap", workspace=workspace_id, after=low, next=events[0].seq)
+        reached = dict(checkpoints)
+        calls = {
+            p.name: call
+            for p in self.projections
+            if (call := self._apply_call(keys, p, checkpoints[p.name], events)) is not None
+        }
+        replies = await scripts.run_all(self.redis, list(calls.values()))  # one round trip
+        for name, reply in zip(calls, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            reached[name] = int(reply[0])  # ours, or the checkpoint another projector reached
+        return min(reached.values()), True
 
     def _apply_call(
         self,
@@ -148,16 +164,21 @@ class Projector:
             self._wakeups.pop(workspace_id, None)
 
     async def _step(self, workspace_id: str, wakeup: asyncio.Event) -> None:
-        try:
-            reached = await self.catch_up(workspace_id)
-        except RedisError as exc:
-            log.warning("projection.retry", workspace=workspace_id, error=str(exc))
-            await anyio.sleep(0.5)
-            wakeup.set()
-            return
-        async with self._progress:
-            self._caught_up[workspace_id] = max(reached, self._caught_up.get(workspace_id, 0))
-            self._progress.notify_all()
+        more = True
+        while more:
+            try:
+                reached, more = await self.advance(workspace_id)
+            except (RedisError, OSError) as exc:
+                log.warning("projection.retry", workspace=workspace_id, error=str(exc))
+                await anyio.sleep(0.5)
+                wakeup.set()
+                return
+            # Published after every batch: under a steady stream of appends, writers waiting
+            # for their seq must not wait for the stream to pause.
+            async with self._progress:
+                known = self._caught_up.get(workspace_id, 0)
+                self._caught_up[workspace_id] = max(reached, known)
+                self._progress.notify_all()
 
     async def wait_for(self, workspace_id: str, seq: int, wait_s: float) -> bool:
         """Wait until every projection of the workspace has applied ``seq`` (bounded)."""
