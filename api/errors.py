@@ -4,6 +4,7 @@ from typing import Any
 
 import msgspec
 import structlog
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -58,6 +59,11 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     return JSON(error_body("INVALID_JSON", f"request body is not valid JSON: {exc}"), 400)
 
 
+async def redis_error(request: Request, exc: Exception) -> Response:
+    message = f"Redis unavailable: {exc}; retry (with the same Idempotency-Key for writes)"
+    return JSON(error_body("UNAVAILABLE", message), 503, headers={"Retry-After": "1"})
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
@@ -73,5 +79,6 @@ HANDLERS = {
     OrchestrationError: orchestration_error,
     msgspec.DecodeError: validation_error,
     HTTPException: http_error,
+    RedisError: redis_error,
     Exception: internal_error,
 }

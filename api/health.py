@@ -6,6 +6,7 @@ from starlette.responses import Response
 
 from api.responses import JSON
 from api.state import services
+from orchestrator.errors import Unavailable
 
 MAX_PROJECTION_LAG = 10_000
 
@@ -20,7 +21,7 @@ async def readyz(request: Request) -> Response:
     try:
         await s.redis.ping()
         lags = {ws: await s.eventlog.last_seq(ws) - reached for ws, reached in active.items()}
-    except (RedisError, OSError) as exc:
+    except (RedisError, OSError, Unavailable) as exc:
         return JSON({"status": "unavailable", "redis": str(exc)}, 503)
     lagging = {ws: lag for ws, lag in lags.items() if lag > MAX_PROJECTION_LAG}
     body = {"status": "lagging" if lagging else "ready", "redis": "ok", "lagging": lagging}

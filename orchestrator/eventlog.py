@@ -6,7 +6,8 @@ queue up, and the batcher sends them all in the following round trip.
 """
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -54,6 +55,15 @@ class Idempotency(msgspec.Struct, frozen=True):
     operation: str
     key: str
     fingerprint: str
+
+
+@contextmanager
+def unavailable() -> Iterator[None]:
+    """Redis failures surface as the domain's retryable ``Unavailable``."""
+    try:
+        yield
+    except (RedisError, OSError) as exc:
+        raise Unavailable(f"event log unavailable: {exc}") from exc
 
 
 def parse_entries(entries: Iterable[Entry]) -> list[StoredEvent]:
@@ -189,7 +199,8 @@ class EventLog:
             return None
         key = WorkspaceKeys(workspace_id).idempotency(idempotency.operation, idempotency.key)
         fields = ["fingerprint", "first", "n", "result"]
-        fingerprint, first, count, result = await self.redis.hmget(key, fields)
+        with unavailable():
+            fingerprint, first, count, result = await self.redis.hmget(key, fields)
         if fingerprint is None:
             return None
         if as_str(fingerprint) != idempotency.fingerprint:
@@ -201,12 +212,14 @@ class EventLog:
     async def read(self, workspace_id: str, after_seq: int, count: int) -> list[StoredEvent]:
         """Up to ``count`` retained events with seq > ``after_seq``, in order."""
         keys = WorkspaceKeys(workspace_id)
-        entries = await self.redis.xrange(keys.events, min=f"{after_seq + 1}-0", count=count)
+        with unavailable():
+            entries = await self.redis.xrange(keys.events, min=f"{after_seq + 1}-0", count=count)
         return parse_entries(stream_entries(entries))
 
     async def last_seq(self, workspace_id: str) -> int:
         """The last seq ever allocated in the workspace (0 for a new one)."""
-        raw = await self.redis.hget(WorkspaceKeys(workspace_id).meta, "seq")
+        with unavailable():
+            raw = await self.redis.hget(WorkspaceKeys(workspace_id).meta, "seq")
         return int(raw or 0)
 
     async def bounds(self, workspace_id: str) -> tuple[int, int]:
@@ -215,12 +228,14 @@ class EventLog:
         pipe = self.redis.pipeline(transaction=False)
         pipe.xrange(keys.events, count=1)
         pipe.hget(keys.meta, "seq")
-        head, raw_last = await pipe.execute()
+        with unavailable():
+            head, raw_last = await pipe.execute()
         last = int(raw_last or 0)
         first = parse_entries(head)[0].seq if head else last + 1
         return first, last
 
     async def versions(self, workspace_id: str, *entities: str) -> list[int]:
         keys = WorkspaceKeys(workspace_id)
-        raw = await self.redis.hmget(keys.versions, list(entities))
+        with unavailable():
+            raw = await self.redis.hmget(keys.versions, list(entities))
         return [int(v or 0) for v in raw]

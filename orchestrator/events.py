@@ -102,12 +102,17 @@ class ConfigUpdated(msgspec.Struct, frozen=True):
     config: dict[str, Any]
 
 
-class OrchestrationPurged(msgspec.Struct, frozen=True):
-    """Always the first event after a purge; seq continues from before it."""
+class OrchestrationPurged(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Always the first event after a purge; seq continues from before it.
+
+    ``config`` carries the kept config over the purge: the events that built it are gone,
+    so a rebuild from the log must find it here.
+    """
 
     type: ClassVar[str] = "orchestration.purged"
 
     purged: list[str]
+    config: dict[str, Any] | None = None
 
 
 Payload = (

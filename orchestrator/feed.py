@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from orchestrator.errors import Unavailable
 from orchestrator.eventlog import EventLog, parse_entries
 from orchestrator.events import StoredEvent
 from orchestrator.keys import WorkspaceKeys
@@ -175,7 +176,7 @@ class Feed:
         while True:
             try:
                 return await read()
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, Unavailable) as exc:
                 log.warning("feed.redis_error", error=str(exc), retry_in=delay)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -10,9 +10,23 @@ PURGED = ["todos", "events", "budgets", "tool_logs", "session_ids", "caches"]
 
 async def purge(orch: Orchestrator, workspace_id: str, idem: Idempotency | None) -> list[str]:
     """Drop the stream and append ``orchestration.purged`` as its first event, in one step;
-    each projection clears its read model when it applies that event."""
-    appended = await orch.eventlog.append(
-        workspace_id, [new_event(OrchestrationPurged(purged=PURGED))], idempotency=idem, purge=True
-    )
-    await orch.models.wait_for(workspace_id, appended.last_seq)
+    each projection clears its read model when it applies that event.
+
+    The event carries the config, since the events that built it are dropped; expecting the
+    config's version makes a purge racing a config change decide again.
+    """
+    if await orch.eventlog.recall(workspace_id, idem):
+        return PURGED
+
+    async def attempt() -> None:
+        config, version = await orch.models.config(workspace_id)
+        purged = OrchestrationPurged(purged=PURGED, config=config if version else None)
+        # It changes the config's version only when there is a config to carry.
+        event = new_event(purged, "config") if version else new_event(purged)
+        appended = await orch.eventlog.append(
+            workspace_id, [event], expect={"config": version}, idempotency=idem, purge=True
+        )
+        await orch.models.wait_for(workspace_id, appended.last_seq)
+
+    await orch.decide(workspace_id, "config", attempt)
     return PURGED

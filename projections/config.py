@@ -5,7 +5,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
-from orchestrator.events import ConfigUpdated, StoredEvent
+from orchestrator.events import ConfigUpdated, OrchestrationPurged, StoredEvent
 from orchestrator.keys import WorkspaceKeys
 from projections.base import Command
 
@@ -17,10 +17,10 @@ class ConfigProjection:
 
     def apply(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
         payload = event.decode()
-        if not isinstance(payload, ConfigUpdated):
-            return []
-        doc = msgspec.json.encode(payload.config)
-        return [("HSET", keys.config, "doc", doc, "version", event.seq)]
+        if isinstance(payload, ConfigUpdated | OrchestrationPurged) and payload.config is not None:
+            doc = msgspec.json.encode(payload.config)
+            return [("HSET", keys.config, "doc", doc, "version", event.seq)]
+        return []
 
     def drop(self, keys: WorkspaceKeys) -> list[Command]:
         return [("DEL", keys.config)]

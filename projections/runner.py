@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
 
 from orchestrator import scripts
+from orchestrator.errors import Unavailable
 from orchestrator.eventlog import EventLog
 from orchestrator.events import OrchestrationPurged, StoredEvent
 from orchestrator.keys import WorkspaceKeys
@@ -168,7 +169,7 @@ class Projector:
         while more:
             try:
                 reached, more = await self.advance(workspace_id)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, Unavailable) as exc:
                 log.warning("projection.retry", workspace=workspace_id, error=str(exc))
                 await anyio.sleep(0.5)
                 wakeup.set()

@@ -33,7 +33,11 @@ def test_purge_clears_everything_but_config_and_seq_goes_on(api: httpx.Client) -
     assert api.get("/questions").json() == {"questions": []}
     dump = api.get("/debug-dump").json()
     assert dump["events"] == [
-        {"seq": 5, "type": "orchestration.purged", "payload": response.json()}
+        {
+            "seq": 5,
+            "type": "orchestration.purged",
+            "payload": {**response.json(), "config": {"keep": True}},
+        }
     ]
     assert dump["sessions"] == []
     assert dump["log"]["first_seq"] == dump["log"]["last_seq"] == 5
@@ -144,3 +148,18 @@ def test_serve_without_redis_url_starts_a_local_redis_that_keeps_data(
     assert httpx.get(second.workspace_url("ws_local") + "/config").json() == {
         "kept": "across restarts"
     }
+
+
+def test_config_survives_purge_and_rebuild(api: httpx.Client, workspace: str) -> None:
+    api.patch("/config", json={"a": 1})
+    api.post("/purge")
+    assert api.patch("/config", json={"b": 2}).json() == {"a": 1, "b": 2}
+    api.post("/purge")
+    assert api.get("/config").json() == {"a": 1, "b": 2}
+
+
+def test_purging_a_workspace_without_config_leaves_it_patchable(api: httpx.Client) -> None:
+    api.post("/purge")
+    (event,) = api.get("/debug-dump").json()["events"]
+    assert "config" not in event["payload"]
+    assert api.patch("/config", json={"a": 1}).json() == {"a": 1}
