@@ -34,7 +34,7 @@ def path_id(request: Request, name: str) -> str:
 async def body(request: Request) -> bytes:
     limit = settings(request).max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"request body exceeds {limit} bytes", {"limit": limit})
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -71,7 +71,7 @@ def idempotency(request: Request, operation: str, raw: bytes) -> Idempotency | N
 def integer(name: str, raw: str | None, default: int, low: int, high: int) -> int:
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit()) or not low <= int(raw) <= high:
         raise InvalidInput(f"{name} must be an integer from {low} to {high}", {"parameter": name})
     return int(raw)
 

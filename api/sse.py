@@ -52,6 +52,28 @@ def control_frame(kind: StreamKind, name: str, seq: int, payload: dict[str, obje
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name.encode(), data)
 
 
+async def replay(
+    eventlog: EventLog, workspace_id: str, kind: StreamKind, position: int, batch: int
+) -> AsyncIterator[tuple[int, bytes]]:
+    """The retained events after ``position`` in large batches, as (seq reached, bytes).
+
+    Seqs in the log have no holes, so a jump means the log was trimmed or purged while the
+    replay went on: that is announced with a reset frame, as at the start, never a silent gap.
+    """
+    while True:
+        events = await eventlog.read(workspace_id, position, batch)
+        if events and events[0].seq > position + 1:
+            first, last = events[0].seq, await eventlog.last_seq(workspace_id)
+            details = {"since_seq": position, "first_seq": first, "last_seq": last}
+            reset = control_frame(kind, "reset", first - 1, {**details, "reason": "trimmed"})
+            yield first - 1, reset
+        if events:
+            position = events[-1].seq
+            yield position, b"".join(kind.encode(e) for e in events if kind.accepts(e.type))
+        if len(events) < batch:
+            return
+
+
 async def stream(
     feed: Feed,
     eventlog: EventLog,
@@ -71,15 +93,12 @@ async def stream(
             reason = "trimmed" if since < first - 1 else "ahead"
             details = {"since_seq": since, "first_seq": first, "last_seq": last, "reason": reason}
             yield control_frame(kind, "reset", position, details)
-        while since is not None:
-            events = await eventlog.read(workspace_id, position, settings.replay_batch)
-            if events:
-                chunk = b"".join(kind.encode(e) for e in events if kind.accepts(e.type))
+        if since is not None:
+            batches = replay(eventlog, workspace_id, kind, position, settings.replay_batch)
+            async for reached, chunk in batches:
+                position = reached
                 if chunk:
                     yield chunk
-                position = events[-1].seq
-            if len(events) < settings.replay_batch:
-                break
         while True:
             frames = await subscriber.next(settings.heartbeat_s)
             fresh = [data for seq, data in frames if seq > position]

@@ -49,13 +49,19 @@ class Subscriber:
         self._ready = asyncio.Event()
         self.overflowed = False
 
-    def push(self, frame: Frame) -> bool:
-        """Queue a frame without waiting; False (and ``overflowed``) when the queue is full."""
-        if len(self._frames) >= self._capacity:
+    def push(self, frames: list[Frame]) -> bool:
+        """Queue the frames of one read from the log without waiting, all or none.
+
+        False (and ``overflowed``) when they do not fit. A subscriber with an empty queue has
+        taken everything it was given, so it always takes the whole batch: a burst bigger than
+        the queue is no sign of slowness, only frames left unread are. The queue thus holds at
+        most ``capacity`` frames, or one read's worth.
+        """
+        if self._frames and len(self._frames) + len(frames) > self._capacity:
             self.overflowed = True
             self._ready.set()
             return False
-        self._frames.append(frame)
+        self._frames.extend(frames)
         self._ready.set()
         return True
 
@@ -182,12 +188,13 @@ class Feed:
                 delay = min(delay * 2, 2.0)
 
     def _fan_out(self, feed: WorkspaceFeed, events: list[StoredEvent]) -> None:
-        for event in events:
-            for kind_name, subscribers in feed.subscribers.items():
-                kind = self.kinds[kind_name]
-                if not subscribers or not kind.accepts(event.type):
-                    continue
-                frame = (event.seq, kind.encode(event))  # encoded once for all subscribers
-                for subscriber in [s for s in subscribers if not s.push(frame)]:
-                    subscribers.discard(subscriber)  # cut off: it reconnects and catches up
-            feed.cursor = event.seq
+        for kind_name, subscribers in feed.subscribers.items():
+            kind = self.kinds[kind_name]
+            # Encoded once, the same bytes for every subscriber.
+            frames = [(e.seq, kind.encode(e)) for e in events if kind.accepts(e.type)]
+            if not subscribers or not frames:
+                continue
+            for subscriber in [s for s in subscribers if not s.push(frames)]:
+                subscribers.discard(subscriber)  # cut off: it reconnects and catches up
+        if events:
+            feed.cursor = events[-1].seq
