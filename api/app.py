@@ -65,13 +65,13 @@ async def sweep_questions(orch: Orchestrator, feed: Feed, projector: Projector) 
                 log.warning("questions.sweep_failed", workspace=ws, error=str(exc))
 
 
-def build(settings: Settings, redis: Redis, blocking: Redis) -> Services:
+def build(settings: Settings, replica_id: str, redis: Redis, blocking: Redis) -> Services:
     eventlog = EventLog(redis, settings.event_retention, settings.idempotency_ttl_ms)
     projector = Projector(eventlog, idle_s=settings.workspace_idle_s)
     eventlog.on_append(projector.notify)
     models = RedisReadModels(redis, projector, settings.read_your_writes_timeout_s)
     counts = SubscriberCounts(
-        redis, mint("rep"), settings.subscriber_report_ttl_ms, settings.subscriber_report_every_s
+        redis, replica_id, settings.subscriber_report_ttl_ms, settings.subscriber_report_every_s
     )
     feed = Feed(blocking, eventlog, KINDS, settings.subscriber_queue, on_count=counts.update)
     return Services(
@@ -93,19 +93,22 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
         # Requests share a fixed pool; live readers (one blocking XREAD per active workspace)
-        # get their own, so connections grow with workspaces, never with SSE clients.
+        # get their own, so connections grow with workspaces, never with SSE clients. Named,
+        # so that `redis-cli CLIENT LIST` tells whose connection is whose. XREAD blocks for
+        # 5 s at a time; the socket timeout leaves room for that.
+        replica_id = mint("rep")
+        options = {"socket_connect_timeout": 5, "socket_timeout": 30}
         redis = Redis(
             connection_pool=BlockingConnectionPool.from_url(
-                url, max_connections=POOL_SIZE, socket_connect_timeout=5, socket_timeout=30
+                url, max_connections=POOL_SIZE, client_name=f"orch-api:{replica_id}", **options
             )
         )
-        # XREAD blocks for 5 s at a time; the socket timeout leaves room for that.
         blocking = Redis(
             connection_pool=ConnectionPool.from_url(
-                url, socket_connect_timeout=5, socket_timeout=30
+                url, client_name=f"orch-feed:{replica_id}", **options
             )
         )
-        s = build(settings, redis, blocking)
+        s = build(settings, replica_id, redis, blocking)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(s.eventlog.run_batcher)
