@@ -66,7 +66,7 @@ class Bench:
     def redis_url(self) -> str:
         return self.redis.url
 
-    def client(self) -> "redis.Redis[bytes]":
+    def client(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_url)
 
     def size(self, full: int, smoke: int) -> int:
@@ -83,9 +83,7 @@ class Bench:
     def process(self, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         """Any other process (a baseline server, a load generator); ended at the end."""
         log = (self.workdir / f"proc-{len(self._extra)}.log").open("ab")
-        proc = subprocess.Popen(
-            args, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log
-        )
+        proc = subprocess.Popen(args, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=log)
 
         def stop() -> None:
             if proc.poll() is None:

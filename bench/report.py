@@ -32,9 +32,7 @@ def markdown(report: dict[str, Any]) -> str:
     for workload in report["workloads"].values():
         for f in workload["figures"]:
             met = {True: "yes", False: "**no**", None: ""}[f["met"]]
-            baseline = (
-                f"{_number(f['baseline_value'])} ({f['baseline']})" if f["baseline"] else ""
-            )
+            baseline = f"{_number(f['baseline_value'])} ({f['baseline']})" if f["baseline"] else ""
             ratio = f"{f['ratio']:.3g}x" if f["ratio"] is not None else ""
             lines.append(
                 f"| {workload['title']} | {f['metric']} | {_number(f['value'])} {f['unit']} "

@@ -51,6 +51,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             port=args.port,
             log_level=args.log_level.lower(),
             access_log=args.access_log,
+            loop=args.loop,
+            http=args.http,
             timeout_graceful_shutdown=5,
         )
     return 0
@@ -84,6 +86,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--access-log", action="store_true", help="log every request")
+    s.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
+    s.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
     s.set_defaults(handler=serve)
 
     r = commands.add_parser("rebuild", help="drop read models and rebuild them from the log")
