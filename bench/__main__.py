@@ -42,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
                     errors[name] = traceback.format_exc()
                     print(errors[name], file=sys.stderr)
             for figure in results.get(name, []):
-                print(f"   {figure.metric}: {figure.value:.4g} {figure.unit}"
-                      + (f" ({figure.ratio:.3g}x {figure.baseline})" if figure.ratio else ""),
-                      file=sys.stderr)
+                print(
+                    f"   {figure.metric}: {figure.value:.4g} {figure.unit}"
+                    + (f" ({figure.ratio:.3g}x {figure.baseline})" if figure.ratio else ""),
+                    file=sys.stderr,
+                )
     report = {
         "smoke": args.smoke,
         "started": started,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
+from redis import Redis as SyncRedis
 
 from orchestrator.redis_server import RedisServer, find_redis_server
 from tests.servers import ServerProcess, free_port
@@ -66,8 +66,8 @@ class Bench:
     def redis_url(self) -> str:
         return self.redis.url
 
-    def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url)
+    def client(self) -> SyncRedis:
+        return SyncRedis.from_url(self.redis_url)
 
     def size(self, full: int, smoke: int) -> int:
         return smoke if self.smoke else full
