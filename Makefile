@@ -35,7 +35,11 @@ fmt: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# wrk is the HTTP load generator when it can be had (Debian's package); without it the bench
+# falls back to its own Python load generator and says so in BENCHMARKS.md.
 bench: install
+	command -v wrk >/dev/null 2>&1 || (command -v apt-get >/dev/null 2>&1 && \
+		apt-get install -y -q wrk >/dev/null 2>&1) || echo "wrk unavailable: Python load generator"
 	$(BIN)/python -m bench
 
 # Leaves data/ alone: it holds the embedded Redis AOF, i.e. the event log.
