@@ -51,6 +51,14 @@ class VersionConflict(Conflict):
         self.current = current
 
 
+class KeyReused(ValidationFailed):
+    def __init__(self) -> None:
+        super().__init__(
+            "Idempotency-Key was already used for a different request; use a new key",
+            code="IDEMPOTENCY_KEY_REUSED",
+        )
+
+
 class Idempotency(msgspec.Struct, frozen=True):
     operation: str
     key: str
@@ -140,10 +148,7 @@ class EventLog:
             return Appended(int(reply[1]), int(reply[2]), bytes(reply[3]), duplicate=True)
         if status == b"conflict":
             raise VersionConflict(reply[1].decode(), int(reply[2]))
-        raise ValidationFailed(
-            "Idempotency-Key was already used for a different request; use a new key",
-            code="IDEMPOTENCY_KEY_REUSED",
-        )
+        raise KeyReused()
 
     async def _submit(self, call: scripts.Call) -> Any:
         if not self._batching:
@@ -204,7 +209,7 @@ class EventLog:
         if fingerprint is None:
             return None
         if as_str(fingerprint) != idempotency.fingerprint:
-            return self._appended([b"mismatch"], b"")
+            raise KeyReused()
         return Appended(as_int(first), as_int(count), as_bytes(result), duplicate=True)
 
     # Reads
