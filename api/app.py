@@ -80,6 +80,7 @@ def build(settings: Settings, replica_id: str, redis: Redis, blocking: Redis) ->
         eventlog=eventlog,
         projector=projector,
         orchestrator=Orchestrator(eventlog, models, settings),
+        views=models,
         feed=feed,
         subscribers=counts,
     )

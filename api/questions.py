@@ -7,22 +7,20 @@ from api import decode
 from api.responses import JSON, raw_json
 from api.state import services
 from orchestrator import questions
-from orchestrator.clock import now_ms
 from orchestrator.errors import NotFound
-from projections.questions import find_question, pending_questions
 
 
 async def list_questions(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
-    pending = await pending_questions(services(request).redis, ws, now_ms())
+    pending = await services(request).views.questions(ws)
     return raw_json(b'{"questions":[' + b",".join(p.raw for p in pending) + b"]}")
 
 
 async def get_question(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
     question_id = decode.path_id(request, "questionID")
-    found = await find_question(services(request).redis, ws, question_id)
-    if found is None or not found.live(now_ms()):
+    found = await services(request).views.question(ws, question_id)
+    if found is None:
         raise NotFound(
             f"question {question_id} is not pending",
             {"questionID": question_id},

@@ -10,6 +10,7 @@ from orchestrator.feed import Feed
 from orchestrator.settings import Settings
 from orchestrator.subscribers import SubscriberCounts
 from projections.runner import Projector
+from projections.views import RedisReadModels
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class Services:
     eventlog: EventLog
     projector: Projector
     orchestrator: Orchestrator
+    views: RedisReadModels
     feed: Feed
     subscribers: SubscriberCounts
 

@@ -12,7 +12,7 @@ from orchestrator.errors import InvalidInput
 from orchestrator.feed import StreamKind
 from orchestrator.keys import LOG_FILTER_FIELDS
 from projections.dump import debug_dump
-from projections.log import LogQuery, query_log
+from projections.log import LogQuery
 
 LOG_PARAMS = {"page", "limit", "from", "to", "order", *LOG_FILTER_FIELDS}
 MAX_FILTER_VALUE = 256
@@ -81,7 +81,7 @@ def _log_query(request: Request) -> LogQuery:
 
 async def get_log(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
-    page = await query_log(services(request).redis, ws, _log_query(request))
+    page = await services(request).views.log(ws, _log_query(request))
     meta = JSON({"page": page.page, "limit": page.limit, "total": page.total, "pages": page.pages})
     return raw_json(b'{"items":[' + b",".join(page.items) + b'],"meta":' + meta.body + b"}")
 
@@ -98,6 +98,7 @@ async def post_log(request: Request) -> Response:
 async def get_debug_dump(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
     s = services(request)
+    await s.views.current(ws)
     caches = {
         "replica": s.subscribers.replica_id,
         "projected_seq": s.projector.active().get(ws),

@@ -25,6 +25,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 async def get_config(orch: Orchestrator, workspace_id: str) -> dict[str, Any]:
+    await orch.models.current(workspace_id)
     config, _ = await orch.models.config(workspace_id)
     return config
 

@@ -18,6 +18,10 @@ MAX_ATTEMPTS = 8
 class ReadModels(Protocol):
     """The read side, as the commands see it (implemented by ``projections``)."""
 
+    async def current(self, workspace_id: str) -> None:
+        """Return once the read models reflect every event appended so far (bounded wait)."""
+        ...
+
     async def config(self, workspace_id: str) -> tuple[dict[str, Any], int]: ...
 
     async def pending_question(

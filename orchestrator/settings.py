@@ -18,6 +18,7 @@ class Settings:
     max_batch: int = 1000
     max_page_limit: int = 500
     read_your_writes_timeout_s: float = 5.0
+    projection_max_lag: int = 10_000  # events; POST /log waits for projections beyond it
     # Live delivery
     replay_batch: int = 1000
     subscriber_queue: int = 1024

@@ -87,6 +87,11 @@ async def record_tool_calls(
         idempotency=idem,
         result=encode(call_ids),
     )
-    await orch.models.wait_for(workspace_id, appended.last_seq)
+    # Recording returns no read-model state, so it answers once the events are durable; reads
+    # catch the projections up. It waits only when projections fall too far behind, which
+    # pushes back on writers rather than letting the lag grow without bound.
+    behind = appended.last_seq - orch.settings.projection_max_lag
+    if behind > 0:
+        await orch.models.wait_for(workspace_id, behind)
     stored_ids = msgspec.json.decode(appended.result, type=list[str])
     return [Recorded(seq, call_id) for seq, call_id in zip(appended.seqs, stored_ids, strict=True)]

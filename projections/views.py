@@ -1,4 +1,6 @@
-"""The read models as the commands see them (``orchestrator.context.ReadModels``)."""
+"""The read models: as the commands see them (``orchestrator.context.ReadModels``), and as
+the API reads them. Every read first lets the projections reach the log's head as of the
+read, so a client reads its own writes (and everyone's before them), from any replica."""
 
 from typing import Any
 
@@ -8,7 +10,13 @@ from redis.asyncio import Redis
 from orchestrator.clock import now_ms
 from orchestrator.events import Question
 from projections.config import read_config
-from projections.questions import due_for_expiry, find_question
+from projections.log import LogPage, LogQuery, query_log
+from projections.questions import (
+    PendingQuestion,
+    due_for_expiry,
+    find_question,
+    pending_questions,
+)
 from projections.runner import Projector
 
 log = structlog.get_logger(__name__)
@@ -20,8 +28,26 @@ class RedisReadModels:
         self.projector = projector
         self.wait_timeout_s = wait_timeout_s
 
+    async def current(self, workspace_id: str) -> None:
+        """Wait (bounded) until the read models reflect every event appended so far."""
+        await self.wait_for(workspace_id, await self.projector.eventlog.last_seq(workspace_id))
+
     async def config(self, workspace_id: str) -> tuple[dict[str, Any], int]:
         return await read_config(self.redis, workspace_id)
+
+    async def log(self, workspace_id: str, query: LogQuery) -> LogPage:
+        await self.current(workspace_id)
+        return await query_log(self.redis, workspace_id, query)
+
+    async def questions(self, workspace_id: str) -> list[PendingQuestion]:
+        await self.current(workspace_id)
+        return await pending_questions(self.redis, workspace_id, now_ms())
+
+    async def question(self, workspace_id: str, question_id: str) -> PendingQuestion | None:
+        """The question if pending and not past due."""
+        await self.current(workspace_id)
+        found = await find_question(self.redis, workspace_id, question_id)
+        return found if found is not None and found.live(now_ms()) else None
 
     async def pending_question(
         self, workspace_id: str, question_id: str
