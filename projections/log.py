@@ -3,6 +3,11 @@
 Every call is stored once (hash ``log:calls``, by zero-padded seq) and indexed in sorted sets
 scored by its timestamp: one over all calls and one per value of each filter field. A query
 reads one index, or intersects the indexes of its filters, and pages by rank.
+
+An intersection costs O(smallest index x filters). When the smallest index holds
+``KEEP_FROM`` calls or more, the intersection is kept (a disposable cache key, ``KEEP_MS``
+after its last use) and brought up to date by the next query with just the calls projected
+since, so that repeated queries cost O(log N + limit + calls since), not O(N).
 """
 
 import hashlib
@@ -19,6 +24,9 @@ from orchestrator.scripts import Script
 from projections.base import Command
 
 LOG_PAGE = Script.load("log_page", package="projections.lua")
+KEEP_FROM = 1024  # smallest index size from which an intersection is kept
+KEEP_MS = 300_000  # how long a kept intersection outlives its last use
+
 _decode_call = msgspec.json.Decoder(ToolCall).decode
 
 
@@ -78,19 +86,26 @@ class LogPage(msgspec.Struct, frozen=True):
         return math.ceil(self.total / self.limit)
 
 
-async def query_log(redis: Redis, workspace_id: str, query: LogQuery) -> LogPage:
+async def query_log(
+    redis: Redis, workspace_id: str, query: LogQuery, *, keep_from: int = KEEP_FROM
+) -> LogPage:
+    """One page of matching calls and their total; ``keep_from``: see ``KEEP_FROM``."""
     keys = WorkspaceKeys(workspace_id)
-    indexes = [keys.log_index(f, v) for f, v in sorted(query.filters.items())] or [keys.log_all]
+    indexes = [keys.log_index(f, v) for f, v in sorted(query.filters.items())]
     digest = hashlib.blake2b(msgspec.json.encode(sorted(query.filters.items())), digest_size=16)
-    scratch = f"{keys.caches}:log:{digest.hexdigest()}"
+    intersection = f"{keys.caches}:log:{digest.hexdigest()}"
     args = [
         "-inf" if query.from_ms is None else query.from_ms,
         "+inf" if query.to_ms is None else query.to_ms,
         (query.page - 1) * query.limit,
         query.limit,
         "desc" if query.descending else "asc",
+        LogProjection.name,
+        keep_from,
+        KEEP_MS,
     ]
-    total, items = await LOG_PAGE(redis, [keys.log_calls, scratch, *indexes], args)
+    bookkeeping = [intersection, f"{intersection}:meta", keys.checkpoints, keys.log_all]
+    total, items = await LOG_PAGE(redis, [keys.log_calls, *bookkeeping, *indexes], args)
     return LogPage([bytes(i) for i in items if i is not None], query.page, query.limit, int(total))
 
 
