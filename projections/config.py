@@ -12,10 +12,15 @@ from projections.base import Command
 _decode_config = msgspec.json.Decoder(dict[str, Any]).decode
 
 
+RELEVANT = frozenset({ConfigUpdated.type, OrchestrationPurged.type})
+
+
 class ConfigProjection:
     name = "config"
 
     def apply(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
+        if event.type not in RELEVANT:
+            return []  # decided on the type alone: most events are tool calls
         payload = event.decode()
         if isinstance(payload, ConfigUpdated | OrchestrationPurged) and payload.config is not None:
             doc = msgspec.json.encode(payload.config)

@@ -20,10 +20,18 @@ from projections.base import Command
 _decode_question = msgspec.json.Decoder(Question).decode
 
 
+RELEVANT = frozenset(
+    cls.type
+    for cls in (Question, QuestionAnswered, QuestionRejected, QuestionExpired, OrchestrationPurged)
+)
+
+
 class QuestionsProjection:
     name = "questions"
 
     def apply(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
+        if event.type not in RELEVANT:
+            return []  # decided on the type alone: most events are tool calls
         payload = event.decode()
         match payload:
             case Question(id=qid, expires_at=expires_at):

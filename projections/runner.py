@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from redis.exceptions import RedisError
@@ -21,7 +22,7 @@ from orchestrator.errors import Unavailable
 from orchestrator.eventlog import EventLog
 from orchestrator.events import OrchestrationPurged, StoredEvent
 from orchestrator.keys import WorkspaceKeys
-from projections.base import Command, Projection
+from projections.base import Command, Projection, Word
 from projections.config import ConfigProjection
 from projections.log import LogProjection
 from projections.questions import QuestionsProjection
@@ -34,12 +35,43 @@ def all_projections() -> list[Projection]:
     return [ConfigProjection(), LogProjection(), QuestionsProjection(), SessionsProjection()]
 
 
-def _flatten(commands: list[Command]) -> list[Any]:
-    words: list[Any] = []
+_pack = msgspec.msgpack.Encoder().encode
+# Commands that only add to one key, taking any number of (field or score, member) pairs: a
+# run of them on one key can be merged without changing the result.
+_ADDITIVE = {"HSET", "ZADD", "SADD"}
+_MAX_WORDS = 4000  # Lua's unpack() returns at most 8000 values
+
+
+def _coalesce(commands: list[Command]) -> list[list[Word]]:
+    """Merge additive commands on the same key (between other commands) into one each."""
+    merged: list[list[Word]] = []
+    open_runs: dict[tuple[Word, Word], list[Word]] = {}
     for command in commands:
-        words.append(len(command))
-        words.extend(command)
-    return words
+        verb = command[0]
+        if verb not in _ADDITIVE or (verb == "ZADD" and isinstance(command[2], str)):
+            open_runs.clear()  # a barrier (DEL, ZREM, ZADD with flags...): keep order around it
+            merged.append(list(command))
+            continue
+        run = open_runs.get((verb, command[1]))
+        if run is None or len(run) > _MAX_WORDS:
+            run = open_runs[(verb, command[1])] = list(command)
+            merged.append(run)
+        else:
+            run.extend(command[2:])
+    return merged
+
+
+def _word(word: Word) -> object:
+    # Lua's cmsgpack has no binary type: bytes travel as a msgpack str32, byte for byte.
+    if isinstance(word, bytes):
+        return msgspec.Raw(b"\xdb" + len(word).to_bytes(4, "big") + word)
+    return word
+
+
+def _flatten(commands: list[Command]) -> list[Any]:
+    """The writes as one msgpack argument for apply.lua. One argument per word cost more in
+    redis-py (which packs each in Python) than the projection itself."""
+    return [_pack([[_word(w) for w in command] for command in _coalesce(commands)])]
 
 
 class Projector:

@@ -1,16 +1,13 @@
 -- Apply a projection's writes and advance its checkpoint in one atomic step.
 -- KEYS: 1 checkpoints hash
 -- ARGV: 1 projection name, 2 expected checkpoint, 3 new checkpoint,
---       then commands: argc, then argc words, repeated.
+--       4 the writes: a msgpack array of commands, each an array of words.
 -- The writes apply only if the checkpoint still equals the one the projector read, so a
 -- replay, a crash or a second projector never applies an event twice.
 -- Returns the checkpoint after the call, and whether these writes were applied.
 local current = tonumber(redis.call("HGET", KEYS[1], ARGV[1]) or "0")
 if current ~= tonumber(ARGV[2]) then return {current, 0} end
-local i = 4
-while i <= #ARGV do
-  local argc = tonumber(ARGV[i])
-  local cmd = {unpack(ARGV, i + 1, i + argc)}
+for _, cmd in ipairs(cmsgpack.unpack(ARGV[4])) do
   if cmd[1] == "DELMEMBERS" then
     -- Drop every key named in a registry set, then the set itself.
     local members = redis.call("SMEMBERS", cmd[2])
@@ -19,7 +16,6 @@ while i <= #ARGV do
   else
     redis.call(unpack(cmd))
   end
-  i = i + argc + 1
 end
 redis.call("HSET", KEYS[1], ARGV[1], ARGV[3])
 return {tonumber(ARGV[3]), 1}
