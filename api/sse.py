@@ -12,8 +12,8 @@ import msgspec
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from orchestrator.eventlog import EventLog
-from orchestrator.events import StoredEvent, ToolCall
+from orchestrator.eventlog import EventLog, RawEntry, entry_seq
+from orchestrator.events import ToolCall
 from orchestrator.feed import Feed, StreamKind
 from orchestrator.settings import Settings
 
@@ -25,19 +25,19 @@ HEADERS = {
 HEARTBEAT = b": keep-alive\n\n"
 
 
-def event_frame(event: StoredEvent) -> bytes:
+def event_frame(seq: bytes, type_: bytes, payload: bytes) -> bytes:
     # The stored payload is already JSON on one line: framing needs no re-encoding.
-    return b'id: %d\nevent: %s\ndata: {"seq":%d,"type":"%s","payload":%s}\n\n' % (
-        event.seq,
-        event.type.encode(),
-        event.seq,
-        event.type.encode(),
-        bytes(event.payload),
+    return b'id: %b\nevent: %b\ndata: {"seq":%b,"type":"%b","payload":%b}\n\n' % (
+        seq,
+        type_,
+        seq,
+        type_,
+        payload,
     )
 
 
-def tool_call_frame(event: StoredEvent) -> bytes:
-    return b"id: %d\nevent: tool.call\ndata: %s\n\n" % (event.seq, bytes(event.payload))
+def tool_call_frame(seq: bytes, type_: bytes, payload: bytes) -> bytes:
+    return b"id: %b\nevent: tool.call\ndata: %b\n\n" % (seq, payload)
 
 
 EVENTS = StreamKind("events", event_frame)
@@ -61,17 +61,26 @@ async def replay(
     replay went on: that is announced with a reset frame, as at the start, never a silent gap.
     """
     while True:
-        events = await eventlog.read(workspace_id, position, batch)
-        if events and events[0].seq > position + 1:
-            first, last = events[0].seq, await eventlog.last_seq(workspace_id)
+        entries = await eventlog.read_raw(workspace_id, position, batch)
+        if entries and (first := entry_seq(entries[0])) > position + 1:
+            last = await eventlog.last_seq(workspace_id)
             details = {"since_seq": position, "first_seq": first, "last_seq": last}
             reset = control_frame(kind, "reset", first - 1, {**details, "reason": "trimmed"})
             yield first - 1, reset
-        if events:
-            position = events[-1].seq
-            yield position, b"".join(kind.encode(e) for e in events if kind.accepts(e.type))
-        if len(events) < batch:
+        if entries:
+            position = entry_seq(entries[-1])
+            yield position, frames(kind, entries)
+        if len(entries) < batch:
             return
+
+
+def frames(kind: StreamKind, entries: list[RawEntry]) -> bytes:
+    """Frames straight from XRANGE's reply: no per-event objects on the replay path."""
+    chunks = []
+    for entry_id, (type_, payload) in entries:
+        if kind.accepts(type_.decode()):
+            chunks.append(kind.frame(entry_id[:-2], type_, payload))  # id "<seq>-0"
+    return b"".join(chunks)
 
 
 async def stream(

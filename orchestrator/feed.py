@@ -35,11 +35,15 @@ XREAD_COUNT = 1000
 
 @dataclass(frozen=True)
 class StreamKind:
-    """One kind of live stream: which events it carries and how one is encoded."""
+    """One kind of live stream: which events it carries and how one is framed, from its seq
+    (ASCII digits), type and payload JSON as stored, so no event is ever re-encoded."""
 
     name: str
-    encode: Callable[[StoredEvent], bytes]
+    frame: Callable[[bytes, bytes, bytes], bytes]
     accepts: Callable[[str], bool] = lambda event_type: True
+
+    def encode(self, event: StoredEvent) -> bytes:
+        return self.frame(b"%d" % event.seq, event.type.encode(), bytes(event.payload))
 
 
 class Subscriber:

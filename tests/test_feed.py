@@ -43,9 +43,9 @@ async def test_a_burst_bigger_than_the_queue_fits_an_empty_queue() -> None:
 async def test_each_event_is_encoded_once_for_all_subscribers() -> None:
     encoded: list[int] = []
 
-    def encode(e: StoredEvent) -> bytes:
-        encoded.append(e.seq)
-        return b"frame %d" % e.seq
+    def encode(seq: bytes, type_: bytes, payload: bytes) -> bytes:
+        encoded.append(int(seq))
+        return b"frame " + seq
 
     calls_only = StreamKind("log", encode, lambda t: t == "tool.call")
     feed = Feed(None, None, [StreamKind("events", encode), calls_only], 8)  # type: ignore[arg-type]
@@ -64,7 +64,7 @@ async def test_each_event_is_encoded_once_for_all_subscribers() -> None:
 
 @pytest.mark.anyio
 async def test_a_slow_subscriber_is_cut_off_and_the_others_go_on() -> None:
-    kind = StreamKind("events", lambda e: b"x")
+    kind = StreamKind("events", lambda seq, type_, payload: b"x")
     feed = Feed(None, None, [kind], 2)  # type: ignore[arg-type]
     workspace = WorkspaceFeed("ws_1")
     slow, fast = Subscriber(2), Subscriber(100)
