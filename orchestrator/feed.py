@@ -7,7 +7,6 @@ up from the log), so nobody's slowness stalls anyone else.
 """
 
 import asyncio
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -47,10 +46,19 @@ class StreamKind:
 
 
 class Subscriber:
+    """One SSE client's bounded queue.
+
+    There is one per connection, so it is kept lean: a list, a future only while its client
+    waits, and a plain loop timer for the heartbeat timeout (an anyio cancel scope per wait
+    cost a scope, a timer and two sets per wake-up, and its garbage drove the collector).
+    """
+
+    __slots__ = ("_capacity", "_frames", "_waiter", "overflowed")
+
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._frames: deque[Frame] = deque()
-        self._ready = asyncio.Event()
+        self._frames: list[Frame] = []
+        self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
 
     def push(self, frames: list[Frame]) -> bool:
@@ -63,20 +71,29 @@ class Subscriber:
         """
         if self._frames and len(self._frames) + len(frames) > self._capacity:
             self.overflowed = True
-            self._ready.set()
+            self._wake()
             return False
         self._frames.extend(frames)
-        self._ready.set()
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def next(self, wait_s: float) -> list[Frame]:
         """Every queued frame, waiting up to ``wait_s`` for one (empty list if none came)."""
         if not self._frames and not self.overflowed:
-            with anyio.move_on_after(wait_s):
-                await self._ready.wait()
-        self._ready.clear()
-        frames = list(self._frames)
-        self._frames.clear()
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(wait_s, self._wake)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        frames, self._frames = self._frames, []
         return frames
 
 
