@@ -1,8 +1,9 @@
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from ulid import ULID
 
 from orchestrator.redis_server import RedisServer
@@ -26,6 +27,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    """An async client of the test Redis server."""
+    redis = Redis.from_url(redis_url)
+    try:
+        yield redis
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture

@@ -23,15 +23,6 @@ from orchestrator.keys import WorkspaceKeys
 DAY_MS = 24 * 3600 * 1000
 
 
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    r = Redis.from_url(redis_url)
-    try:
-        yield r
-    finally:
-        await r.aclose()
-
-
 def event(n: int, *entities: str, kind: str = "test.event") -> NewEvent:
     return NewEvent(type=kind, payload=json.dumps({"n": n}).encode(), entities=entities)
 

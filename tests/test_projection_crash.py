@@ -32,15 +32,6 @@ EVENTS = 3000
 NAMES = [p.name for p in worker_projections()]
 
 
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    r = Redis.from_url(redis_url)
-    try:
-        yield r
-    finally:
-        await r.aclose()
-
-
 @dataclass
 class Workers:
     """Worker processes for one workspace; their output goes to one log file per start."""

@@ -4,7 +4,6 @@ the CLI) and concurrent projectors."""
 import os
 import random
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +47,6 @@ NOT_READ_MODELS = (":events", ":meta", ":versions", ":checkpoints", ":subscriber
 NOT_READ_MODEL_PARTS = (":idem:", ":cache:")
 
 Snapshot = dict[str, tuple[str, Any]]
-
-
-@pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Redis]:
-    r = Redis.from_url(redis_url)
-    try:
-        yield r
-    finally:
-        await r.aclose()
 
 
 # Events
