@@ -58,7 +58,9 @@ def make_server(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., Server
 
     yield make
     for server in started:
-        server.kill()
+        # Graceful, so that a server that started its own Redis stops it too (a SIGKILLed
+        # one would leave that Redis running); one a test already killed is skipped.
+        server.stop()
 
 
 @pytest.fixture(scope="session")
