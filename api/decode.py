@@ -5,6 +5,7 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
 from orchestrator.errors import InvalidInput, TooLarge
@@ -23,7 +24,10 @@ def settings(request: Request) -> Settings:
 
 
 def path_id(request: Request, name: str) -> str:
-    value: str = request.path_params[name]
+    return valid_id(name, request.path_params[name])
+
+
+def valid_id(name: str, value: str) -> str:
     if not is_valid_id(value):
         raise InvalidInput(
             f"{name} must match [A-Za-z0-9_-]{{1,64}}", {"parameter": name}, code="INVALID_ID"
@@ -77,16 +81,23 @@ def integer(name: str, raw: str | None, default: int, low: int, high: int) -> in
 
 
 def since_seq(request: Request) -> int | None:
+    return resume_point(request.headers.get("last-event-id"), request.query_params)
+
+
+def resume_point(last_event_id: str | None, params: QueryParams) -> int | None:
     """The seq to resume after: ``Last-Event-ID`` wins over ``?since_seq``."""
-    header = request.headers.get("last-event-id")
-    if header is not None:
-        return integer("Last-Event-ID", header.strip(), 0, 0, 2**63 - 1)
-    raw = request.query_params.get("since_seq")
+    if last_event_id is not None:
+        return integer("Last-Event-ID", last_event_id.strip(), 0, 0, 2**63 - 1)
+    raw = params.get("since_seq")
     return None if raw is None else integer("since_seq", raw, 0, 0, 2**63 - 1)
 
 
 def only_params(request: Request, allowed: set[str]) -> None:
-    unknown = sorted(set(request.query_params) - allowed)
+    known_params(request.query_params, allowed)
+
+
+def known_params(params: QueryParams, allowed: set[str]) -> None:
+    unknown = sorted(set(params) - allowed)
     if unknown:
         raise InvalidInput(
             f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}",

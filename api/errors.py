@@ -47,6 +47,10 @@ def _status(exc: OrchestrationError) -> int:
 
 async def orchestration_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, OrchestrationError)
+    return error_response(exc)
+
+
+def error_response(exc: OrchestrationError) -> Response:
     status = _status(exc)
     headers = {"Retry-After": "1"} if status == 503 else None
     return JSON(error_body(exc.code, exc.message, exc.details), status, headers=headers)

@@ -41,6 +41,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.fastpath import SSEFastPath
 
     # Thousands of long-lived SSE connections keep ~1.8 M objects tracked by the collector;
     # with CPython's default thresholds a broadcast's allocations set off full collections
@@ -53,7 +54,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     with redis_for(settings) as ready:
         print(f"orchestrator serving on http://{args.host}:{args.port}", file=sys.stderr)
         uvicorn.run(
-            create_app(ready),
+            SSEFastPath(create_app(ready)),
             host=args.host,
             port=args.port,
             log_level=args.log_level.lower(),
