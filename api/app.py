@@ -11,12 +11,13 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import health, questions, workspace
+from api import executor, health, phases, questions, todo, workspace
 from api.errors import HANDLERS
 from api.sse import KINDS
 from api.state import Services
 from orchestrator import questions as question_commands
 from orchestrator.context import Orchestrator
+from orchestrator.dispatcher import Dispatcher
 from orchestrator.eventlog import EventLog
 from orchestrator.feed import Feed
 from orchestrator.ids import mint
@@ -28,6 +29,49 @@ from projections.views import RedisReadModels
 log = structlog.get_logger(__name__)
 PREFIX = "/api/v1/workspaces/{workspaceID}/orchestration"
 POOL_SIZE = 32
+
+E = "/todo/entries/{entryID}"
+DOMAIN_ROUTES = [
+    Route("/todo", todo.get_todo, methods=["GET"]),
+    Route("/todo", todo.patch_todo, methods=["PATCH"]),
+    Route("/todo/events", todo.todo_events, methods=["GET"]),
+    Route("/todo/entries", todo.create_entries, methods=["POST"]),
+    Route(E, todo.get_entry, methods=["GET"]),
+    Route(E, todo.delete_entry, methods=["DELETE"]),
+    Route(f"{E}/status", todo.patch_status, methods=["PATCH"]),
+    Route(f"{E}/rounds", todo.patch_rounds, methods=["PATCH"]),
+    Route(f"{E}/priority", todo.patch_priority, methods=["PATCH"]),
+    Route(f"{E}/budget", todo.patch_budget, methods=["PATCH"]),
+    Route(f"{E}/budget/lock", todo.lock_budget, methods=["POST"]),
+    Route(f"{E}/spec", todo.get_spec, methods=["GET"]),
+    Route(f"{E}/spec", todo.put_spec, methods=["PUT"]),
+    Route(f"{E}/spec/freeze", todo.freeze_spec, methods=["POST"]),
+    Route("/executor/status", executor.status, methods=["GET"]),
+    Route("/executor/start", executor.start, methods=["POST"]),
+    Route("/executor/pause", executor.pause, methods=["POST"]),
+    Route("/executor/resume", executor.resume, methods=["POST"]),
+    Route("/executor/stop-all", executor.stop_all, methods=["POST"]),
+    Route("/executor/force-dispatch", executor.force_dispatch, methods=["POST"]),
+    Route("/executor/workers", executor.list_workers, methods=["GET"]),
+    Route("/executor/claim", executor.claim, methods=["POST"]),
+    Route("/executor/leases/{leaseID}/heartbeat", executor.heartbeat, methods=["POST"]),
+    Route("/executor/leases/{leaseID}/complete", executor.complete, methods=["POST"]),
+    Route("/executor/leases/{leaseID}/fail", executor.fail, methods=["POST"]),
+    Route("/executor/locks", executor.list_locks, methods=["GET"]),
+    Route("/budget", executor.get_budget, methods=["GET"]),
+    Route("/budget", executor.patch_budget, methods=["PATCH"]),
+    Route("/usage", executor.report_usage, methods=["POST"]),
+    Route("/phases", phases.list_phases, methods=["GET"]),
+    Route("/phases", phases.create_phase, methods=["POST"]),
+    Route("/phases/{phaseID}", phases.get_phase, methods=["GET"]),
+    Route("/phases/{phaseID}", phases.patch_phase, methods=["PATCH"]),
+    Route("/phases/{phaseID}/verify", phases.verify, methods=["POST"]),
+    Route("/phases/{phaseID}/memory", phases.get_memory, methods=["GET"]),
+    Route("/phases/{phaseID}/memory", phases.add_memory, methods=["POST"]),
+    Route("/phases/{phaseID}/prompt", phases.prompt_phase, methods=["POST"]),
+    Route("/sessions", phases.list_sessions, methods=["GET"]),
+    Route("/sessions/{sessionID}/prompt", phases.prompt_session, methods=["POST"]),
+]
 
 ROUTES = [
     Route("/healthz", health.healthz),
@@ -49,6 +93,7 @@ ROUTES = [
             Route("/questions/{questionID}", questions.get_question, methods=["GET"]),
             Route("/questions/{questionID}/answer", questions.answer_question, methods=["POST"]),
             Route("/questions/{questionID}/reject", questions.reject_question, methods=["POST"]),
+            *DOMAIN_ROUTES,
         ],
     ),
 ]
@@ -74,13 +119,15 @@ def build(settings: Settings, replica_id: str, redis: Redis, blocking: Redis) ->
         redis, replica_id, settings.subscriber_report_ttl_ms, settings.subscriber_report_every_s
     )
     feed = Feed(blocking, eventlog, KINDS, settings.subscriber_queue, on_count=counts.update)
+    orch = Orchestrator(eventlog, models, settings)
     return Services(
         settings=settings,
         redis=redis,
         eventlog=eventlog,
         projector=projector,
-        orchestrator=Orchestrator(eventlog, models, settings),
+        orchestrator=orch,
         views=models,
+        dispatcher=Dispatcher(orch, redis, replica_id),
         feed=feed,
         subscribers=counts,
     )
@@ -117,8 +164,11 @@ def create_app(settings: Settings) -> Starlette:
                 await tg.start(s.feed.run)
                 tg.start_soon(s.subscribers.run)
                 tg.start_soon(sweep_questions, s.orchestrator, s.feed, s.projector)
+                tg.start_soon(s.dispatcher.run)
                 log.info("orchestrator.started", replica=s.subscribers.replica_id)
                 yield {"services": s}
+                with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+                    await s.dispatcher.release()
                 tg.cancel_scope.cancel()
         finally:
             await redis.aclose()

@@ -110,3 +110,27 @@ def tool_calls(raw: bytes) -> list[ToolCallInput]:
     if b'"items"' in raw and "items" in decode(raw, dict[str, msgspec.Raw]):
         return list(decode(raw, ToolCallBatch).items)
     return [decode(raw, ToolCallInput)]
+
+
+def boolean(name: str, raw: str | None) -> bool:
+    if raw is None:
+        return False
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise InvalidInput(f"{name} must be true or false", {"parameter": name})
+
+
+SESSION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def session_id(request: Request) -> str:
+    value: str = request.path_params["sessionID"]
+    if not SESSION_ID.fullmatch(value):
+        raise InvalidInput(
+            "sessionID must match [A-Za-z0-9_.:-]{1,128}",
+            {"parameter": "sessionID"},
+            code="INVALID_ID",
+        )
+    return value

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from orchestrator.context import Orchestrator
+from orchestrator.dispatcher import Dispatcher
 from orchestrator.eventlog import EventLog
 from orchestrator.feed import Feed
 from orchestrator.settings import Settings
@@ -23,6 +24,7 @@ class Services:
     views: RedisReadModels
     feed: Feed
     subscribers: SubscriberCounts
+    dispatcher: Dispatcher
 
 
 def services(request: object) -> Services:

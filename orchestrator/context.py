@@ -7,8 +7,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from orchestrator.eventlog import EventLog, VersionConflict
-from orchestrator.events import Question
+from orchestrator.eventlog import EventLog, Idempotency, VersionConflict
+from orchestrator.events import PlanDelta, Question, encode, new_event
+from orchestrator.model import Plan
+from orchestrator.plan import Decide
 from orchestrator.settings import Settings
 
 T = TypeVar("T")
@@ -29,6 +31,10 @@ class ReadModels(Protocol):
     ) -> tuple[Question, int] | None: ...
 
     async def questions_due(self, workspace_id: str) -> list[str]: ...
+
+    async def plan(self, workspace_id: str) -> Plan:
+        """The domain state as the plan read model holds it (a consistent snapshot)."""
+        ...
 
     async def wait_for(self, workspace_id: str, seq: int) -> None:
         """Return once the read models reflect ``seq`` (or a bounded wait ran out)."""
@@ -82,3 +88,41 @@ class Orchestrator:
                     await self.models.wait_for(workspace_id, conflict.current)
                     await asyncio.sleep(random.uniform(0, 0.005 * (MAX_ATTEMPTS - remaining)))
         raise AssertionError("unreachable")
+
+    async def command(
+        self, workspace_id: str, decide: Decide, idem: Idempotency | None = None
+    ) -> bytes:
+        """Load the plan, decide, and append the decision's events expecting the plan's
+        version; on a conflict, decide again on the newer plan. Returns the decision's result
+        as JSON (a retry with the same Idempotency-Key gets the first result back)."""
+        earlier = await self.eventlog.recall(workspace_id, idem)
+        if earlier is not None:
+            return earlier.result
+
+        async def attempt() -> bytes:
+            plan = await self.models.plan(workspace_id)
+            decision = decide(plan)
+            result = encode(decision.result)
+            if not decision.events:
+                return result
+            appended = await self.eventlog.append(
+                workspace_id,
+                [new_event(e, *entities(e)) for e in decision.events],
+                expect={"plan": plan.version},
+                idempotency=idem,
+                result=result,
+            )
+            await self.models.wait_for(workspace_id, appended.last_seq)
+            return appended.result
+
+        return await self.decide(workspace_id, "plan", attempt)
+
+
+def entities(payload: object) -> tuple[str, ...]:
+    """The versioned entities an event changes: every domain event changes the plan."""
+    if isinstance(payload, PlanDelta):
+        return ("plan",)
+    if isinstance(payload, Question):
+        return (payload.id,)
+    question_id = getattr(payload, "id", None)
+    return (question_id,) if isinstance(question_id, str) and question_id.startswith("que_") else ()

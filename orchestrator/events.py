@@ -5,15 +5,25 @@ A stream entry holds ``type`` (the event type) and ``payload`` (its JSON), so th
 type names are never renamed, field types never change.
 """
 
-from typing import Annotated, Any, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 import msgspec
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Text = Annotated[str, msgspec.Meta(max_length=16_384)]
-SessionID = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
-EpochMs = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
-Status = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+from orchestrator.fields import EpochMs, Name, SessionID, Status, Text
+from orchestrator.model import (
+    BudgetCaps,
+    Entry,
+    EntryVerdict,
+    ExecutorState,
+    FileLock,
+    Lease,
+    MemoryNote,
+    Phase,
+    TodoMeta,
+    Usage,
+)
+
+__all__ = ["EpochMs", "Name", "SessionID", "Status", "Text"]
 
 
 class ToolCall(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True):
@@ -113,7 +123,269 @@ class OrchestrationPurged(msgspec.Struct, frozen=True, omit_defaults=True):
 
     purged: list[str]
     config: dict[str, Any] | None = None
+    executor: ExecutorState | None = None  # kept over the purge, paused if it was running
 
+
+class PlanDelta(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """What a domain event changed, as it is after the event (event-carried state).
+
+    Every domain event extends this: it names what happened in its own fields, and carries
+    the resulting state of what it touched here, so that folding the log (the projection,
+    ``orchestrator.plan.evolve``) needs no decision of its own.
+    """
+
+    todo: TodoMeta | None = None
+    entries: list[Entry] = msgspec.field(default_factory=list)
+    deleted: list[str] = msgspec.field(default_factory=list)  # entry ids
+    phases: list[Phase] = msgspec.field(default_factory=list)
+    leases: list[Lease] = msgspec.field(default_factory=list)
+    ended: list[str] = msgspec.field(default_factory=list)  # lease ids
+    locks: list[FileLock] = msgspec.field(default_factory=list)
+    unlocked: list[str] = msgspec.field(default_factory=list)  # files
+    caps: BudgetCaps | None = None
+    usage: Usage | None = None
+    executor: ExecutorState | None = None
+
+
+class EntryEvent(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    entryID: str
+
+
+class TodoUpdated(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.updated"
+
+
+class EntryCreated(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.created"
+
+
+class EntryDispatched(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.dispatched"
+
+
+class EntryStarted(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.started"
+
+    sessionID: str
+    leaseID: str
+
+
+class EntryStatusChanged(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.status_changed"
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    reason: str | None = None
+
+
+class EntryCompleted(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.completed"
+
+    sessionID: str | None = None
+
+
+class EntryFailed(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.failed"
+
+    reason: str
+
+
+class EntryDeleted(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.deleted"
+
+    forced: bool = False
+
+
+class SpecUpdated(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.spec_updated"
+
+
+class SpecFrozen(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.spec_frozen"
+
+
+class PriorityChanged(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.priority_changed"
+
+
+class RoundsChanged(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.rounds_changed"
+
+
+class EntryBudgetChanged(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.budget_changed"
+
+
+class EntryBudgetLocked(EntryEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "todo.budget_locked"
+
+
+class ExecutorStarted(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "executor.started"
+
+
+class ExecutorPaused(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "executor.paused"
+
+    reason: str
+
+
+class ExecutorResumed(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "executor.resumed"
+
+
+class ExecutorStopped(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "executor.stopped"
+
+
+class LeaseEvent(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    leaseID: str
+    entryID: str
+    sessionID: str
+
+
+class LeaseGranted(LeaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "lease.granted"
+
+
+class LeaseRenewed(LeaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    """A heartbeat: the lease and its file locks run until the new ``expires_at``."""
+
+    type: ClassVar[str] = "lease.renewed"
+
+    expires_at: int
+
+
+class LeaseExpired(LeaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "lease.expired"
+
+
+class LeaseReleased(LeaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "lease.released"
+
+    outcome: Literal["completed", "failed", "stopped", "revoked"]
+
+
+class LocksAcquired(LeaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "lock.acquired"
+
+    files: list[str]
+
+
+class LocksReleased(LeaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "lock.released"
+
+    files: list[str]
+    reason: str
+
+
+class BudgetUpdated(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "budget.updated"
+
+
+class UsageReported(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "usage.reported"
+
+    sessionID: str
+    entryID: str | None = None
+    cost_usd: float
+    tokens: int
+    rounds: int = 0
+
+
+class BudgetExceeded(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    """A cap is spent. ``scope`` is ``global`` (the executor pauses) or ``entry`` (the entry
+    is blocked)."""
+
+    type: ClassVar[str] = "budget.exceeded"
+
+    scope: Literal["global", "entry"]
+    cap: str
+    limit: float
+    spent: float
+    entryID: str | None = None
+
+
+class PhaseEvent(PlanDelta, kw_only=True, frozen=True, omit_defaults=True):
+    phaseID: str
+
+
+class PhaseCreated(PhaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "phase.created"
+
+
+class PhaseUpdated(PhaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "phase.updated"
+
+
+class PhaseStatusChanged(PhaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "phase.status_changed"
+
+    from_: str = msgspec.field(name="from")
+    to: str
+    reason: str | None = None
+
+
+class PhaseVerified(PhaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "phase.verified"
+
+    passed: bool
+    results: list[EntryVerdict]
+
+
+class MemoryAdded(PhaseEvent, kw_only=True, frozen=True, omit_defaults=True):
+    type: ClassVar[str] = "phase.memory_added"
+
+    notes: list[MemoryNote]
+
+
+class PromptDispatched(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """A prompt sent to an agent session (it receives it on ``/events``)."""
+
+    type: ClassVar[str] = "prompt.dispatched"
+
+    id: str
+    sessionID: str
+    text: str
+    phaseID: str | None = None
+    entryID: str | None = None
+    created_at: int
+
+
+DOMAIN_EVENTS: Final = (
+    TodoUpdated,
+    EntryCreated,
+    EntryDispatched,
+    EntryStarted,
+    EntryStatusChanged,
+    EntryCompleted,
+    EntryFailed,
+    EntryDeleted,
+    SpecUpdated,
+    SpecFrozen,
+    PriorityChanged,
+    RoundsChanged,
+    EntryBudgetChanged,
+    EntryBudgetLocked,
+    ExecutorStarted,
+    ExecutorPaused,
+    ExecutorResumed,
+    ExecutorStopped,
+    LeaseGranted,
+    LeaseRenewed,
+    LeaseExpired,
+    LeaseReleased,
+    LocksAcquired,
+    LocksReleased,
+    BudgetUpdated,
+    UsageReported,
+    BudgetExceeded,
+    PhaseCreated,
+    PhaseUpdated,
+    PhaseStatusChanged,
+    PhaseVerified,
+    MemoryAdded,
+)
 
 Payload = (
     ToolCall
@@ -123,6 +395,39 @@ Payload = (
     | QuestionExpired
     | ConfigUpdated
     | OrchestrationPurged
+    | PromptDispatched
+    | TodoUpdated
+    | EntryCreated
+    | EntryDispatched
+    | EntryStarted
+    | EntryStatusChanged
+    | EntryCompleted
+    | EntryFailed
+    | EntryDeleted
+    | SpecUpdated
+    | SpecFrozen
+    | PriorityChanged
+    | RoundsChanged
+    | EntryBudgetChanged
+    | EntryBudgetLocked
+    | ExecutorStarted
+    | ExecutorPaused
+    | ExecutorResumed
+    | ExecutorStopped
+    | LeaseGranted
+    | LeaseRenewed
+    | LeaseExpired
+    | LeaseReleased
+    | LocksAcquired
+    | LocksReleased
+    | BudgetUpdated
+    | UsageReported
+    | BudgetExceeded
+    | PhaseCreated
+    | PhaseUpdated
+    | PhaseStatusChanged
+    | PhaseVerified
+    | MemoryAdded
 )
 
 PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
@@ -135,8 +440,11 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
         QuestionExpired,
         ConfigUpdated,
         OrchestrationPurged,
+        PromptDispatched,
+        *DOMAIN_EVENTS,
     )
 }
+DOMAIN_TYPES: Final = frozenset(cls.type for cls in DOMAIN_EVENTS)
 
 _DECODERS: Final = {name: msgspec.json.Decoder(cls) for name, cls in PAYLOAD_TYPES.items()}
 _ENCODER: Final = msgspec.json.Encoder()

@@ -19,6 +19,11 @@ LOG_FILTER_FIELDS = (
 )
 
 
+EXECUTORS = "orch:executors"
+"""Set of the workspaces whose executor was started: every replica's dispatch loop walks it.
+The one key outside a workspace's slot."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkspaceKeys:
     workspace_id: str
@@ -103,6 +108,56 @@ class WorkspaceKeys:
     def questions_expiry(self) -> str:
         """Sorted set: pending question id, score its expiry (epoch ms)."""
         return f"{self.prefix}:questions:expiry"
+
+    # The plan: the Master TODO, phases, executor, leases, locks, budget.
+    @property
+    def plan(self) -> str:
+        """Hash: ``version`` (seq of the last domain event), and the JSON of ``todo``,
+        ``executor``, ``caps`` and ``usage``."""
+        return f"{self.prefix}:plan"
+
+    @property
+    def entries(self) -> str:
+        """Hash: entry id -> Entry JSON."""
+        return f"{self.prefix}:todo:entries"
+
+    @property
+    def todo_events(self) -> str:
+        """Sorted set: the TODO's own events as ``{seq,type,payload}`` JSON, score seq."""
+        return f"{self.prefix}:todo:events"
+
+    @property
+    def phases(self) -> str:
+        """Hash: phase id -> Phase JSON."""
+        return f"{self.prefix}:phases"
+
+    def phase_memory(self, phase_id: str) -> str:
+        """List of a phase's memory notes (JSON), oldest first."""
+        return f"{self.prefix}:phase:{phase_id}:memory"
+
+    @property
+    def phase_memories(self) -> str:
+        """Set of every ``phase_memory`` key, so that purge and rebuild can drop them."""
+        return f"{self.prefix}:phase:memories"
+
+    @property
+    def leases(self) -> str:
+        """Hash: lease id -> Lease JSON (worker leases held now)."""
+        return f"{self.prefix}:executor:leases"
+
+    @property
+    def locks(self) -> str:
+        """Hash: file path -> FileLock JSON."""
+        return f"{self.prefix}:executor:locks"
+
+    @property
+    def dispatcher(self) -> str:
+        """String, with an expiry: the replica that dispatches this workspace now."""
+        return f"{self.prefix}:executor:dispatcher"
+
+    def session(self, session_id: str) -> str:
+        """Hash: one session's counters (tool calls, questions, prompts, first/last seq)."""
+        return f"{self.prefix}:session:{session_id}"
 
     @property
     def caches(self) -> str:

@@ -1,6 +1,6 @@
 """The questions agents ask humans: raise, answer, reject, expire."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 
@@ -16,10 +16,12 @@ from orchestrator.events import (
     QuestionRejected,
     SessionID,
     ToolRef,
-    encode,
     new_event,
 )
 from orchestrator.ids import mint
+from orchestrator.model import Plan
+from orchestrator.plan import Decision
+from orchestrator.rules import move
 
 MAX_EXPIRY_MS = 7 * 24 * 3600 * 1000
 
@@ -99,15 +101,48 @@ async def raise_question(
         tool=given.tool,
         expires_at=None if given.expires_in_ms is None else now_ms() + given.expires_in_ms,
     )
+
+    def decide(plan: Plan) -> Decision:
+        return Decision(
+            [question, *_entry_follows(plan, question.sessionID, now_ms(), True)], question
+        )
+
+    result = await orch.command(workspace_id, decide, idem)
+    return msgspec.json.decode(result, type=Question)
+
+
+def _entry_follows(plan: Plan, session_id: str, now: int, waiting: bool) -> list[Any]:
+    """An entry whose worker asks a question awaits input; an answer (or rejection, or
+    expiry) puts it back in progress."""
+    lease = plan.lease_of(session_id)
+    entry = plan.entries.get(lease.entryID) if lease else None
+    if entry is None:
+        return []
+    if waiting and entry.status == "in_progress":
+        return move(plan, entry, "awaiting_input", now, "question asked")[1]
+    if not waiting and entry.status == "awaiting_input":
+        return move(plan, entry, "in_progress", now, "question settled")[1]
+    return []
+
+
+async def _settle(
+    orch: Orchestrator,
+    workspace_id: str,
+    question: Question,
+    version: int,
+    event: Any,
+    idem: Idempotency | None,
+) -> int:
+    """Append the event that settles a question, with its entry's return to work."""
+    plan = await orch.models.plan(workspace_id)
+    follows = _entry_follows(plan, question.sessionID, now_ms(), False)
     appended = await orch.eventlog.append(
         workspace_id,
-        [new_event(question, question.id)],
-        expect={question.id: 0},
+        [new_event(event, question.id), *(new_event(e, "plan") for e in follows)],
+        expect={question.id: version, "plan": plan.version},
         idempotency=idem,
-        result=encode(question),
     )
-    await orch.models.wait_for(workspace_id, appended.last_seq)
-    return msgspec.json.decode(appended.result, type=Question)
+    return appended.last_seq
 
 
 def _live(question: Question) -> bool:
@@ -140,13 +175,8 @@ async def answer_question(
         question, version = await _pending(orch, workspace_id, question_id)
         check_answers(question, answers)
         event = QuestionAnswered(id=question.id, sessionID=question.sessionID, answers=answers)
-        appended = await orch.eventlog.append(
-            workspace_id,
-            [new_event(event, question.id)],
-            expect={question.id: version},
-            idempotency=idem,
-        )
-        await orch.models.wait_for(workspace_id, appended.last_seq)
+        last = await _settle(orch, workspace_id, question, version, event, idem)
+        await orch.models.wait_for(workspace_id, last)
 
     await orch.decide(workspace_id, question_id, attempt)
 
@@ -164,13 +194,8 @@ async def reject_question(
     async def attempt() -> None:
         question, version = await _pending(orch, workspace_id, question_id)
         event = QuestionRejected(id=question.id, sessionID=question.sessionID, reason=reason)
-        appended = await orch.eventlog.append(
-            workspace_id,
-            [new_event(event, question.id)],
-            expect={question.id: version},
-            idempotency=idem,
-        )
-        await orch.models.wait_for(workspace_id, appended.last_seq)
+        last = await _settle(orch, workspace_id, question, version, event, idem)
+        await orch.models.wait_for(workspace_id, last)
 
     await orch.decide(workspace_id, question_id, attempt)
 
@@ -188,9 +213,7 @@ async def expire_due(orch: Orchestrator, workspace_id: str) -> int:
         question, version = found
         event = QuestionExpired(question.id, question.sessionID, found[0].expires_at)
         try:
-            await orch.eventlog.append(
-                workspace_id, [new_event(event, question.id)], expect={question.id: version}
-            )
+            await _settle(orch, workspace_id, question, version, event, None)
         except VersionConflict:
             continue
         expired += 1

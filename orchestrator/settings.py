@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from orchestrator.executor import Limits
+
 
 @dataclass(frozen=True, slots=True)
 class Settings:
@@ -26,9 +28,26 @@ class Settings:
     sse_retry_ms: int = 2000
     subscriber_report_ttl_ms: int = 15_000
     subscriber_report_every_s: float = 5.0
+    # Executor
+    default_workers: int = 4  # worker slots when a workspace sets no max_workers cap
+    max_attempts: int = 3  # attempts per entry (expired leases, retried failures)
+    worker_lease_ms: int = 30_000  # a worker lease runs this long past each heartbeat
+    claim_timeout_ms: int = 300_000  # a dispatched entry nobody claims returns to pending
+    dispatcher_lease_ms: int = 5_000  # one replica dispatches a workspace; taken over after
+    dispatch_tick_s: float = 0.5  # how often the dispatcher runs a cycle
+    max_memory_notes: int = 200  # memory notes per phase
     # Background work
     workspace_idle_s: float = 60.0
     question_sweep_s: float = 1.0
+
+    @property
+    def limits(self) -> "Limits":
+        return Limits(
+            default_workers=self.default_workers,
+            max_attempts=self.max_attempts,
+            lease_ms=self.worker_lease_ms,
+            claim_ms=self.claim_timeout_ms,
+        )
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":

@@ -25,6 +25,7 @@ from orchestrator.keys import WorkspaceKeys
 from projections.base import Command, Projection, Word
 from projections.config import ConfigProjection
 from projections.log import LogProjection
+from projections.plan import PlanProjection
 from projections.questions import QuestionsProjection
 from projections.sessions import SessionsProjection
 
@@ -32,7 +33,13 @@ log = structlog.get_logger(__name__)
 
 
 def all_projections() -> list[Projection]:
-    return [ConfigProjection(), LogProjection(), QuestionsProjection(), SessionsProjection()]
+    return [
+        ConfigProjection(),
+        LogProjection(),
+        QuestionsProjection(),
+        SessionsProjection(),
+        PlanProjection(),
+    ]
 
 
 _pack = msgspec.msgpack.Encoder().encode

@@ -9,8 +9,10 @@ from redis.asyncio import Redis
 
 from orchestrator.clock import now_ms
 from orchestrator.events import Question
+from orchestrator.model import Plan
 from projections.config import read_config
 from projections.log import LogPage, LogQuery, query_log
+from projections.plan import read_plan
 from projections.questions import (
     PendingQuestion,
     due_for_expiry,
@@ -57,6 +59,14 @@ class RedisReadModels:
 
     async def questions_due(self, workspace_id: str) -> list[str]:
         return await due_for_expiry(self.redis, workspace_id, now_ms())
+
+    async def plan(self, workspace_id: str) -> Plan:
+        return await read_plan(self.redis, workspace_id)
+
+    async def current_plan(self, workspace_id: str) -> Plan:
+        """The plan as of every event appended so far (for reads)."""
+        await self.current(workspace_id)
+        return await read_plan(self.redis, workspace_id)
 
     async def wait_for(self, workspace_id: str, seq: int) -> None:
         if not await self.projector.wait_for(workspace_id, seq, self.wait_timeout_s):
