@@ -15,6 +15,7 @@ from orchestrator.keys import WorkspaceKeys
 from orchestrator.replies import as_int, as_str
 from projections.config import read_config
 from projections.log import iter_calls
+from projections.plan import read_memory, read_plan
 from projections.questions import pending_questions
 from projections.runner import Projector
 
@@ -36,6 +37,9 @@ async def debug_dump(
     questions = await pending_questions(redis, workspace_id, now_ms=0)
     sessions = sorted(as_str(s) for s in await redis.smembers(keys.sessions))
     versions = await redis.hgetall(keys.versions)
+    plan = await read_plan(redis, workspace_id)
+    memory = {p: await read_memory(redis, workspace_id, p) for p in sorted(plan.phases)}
+    dispatcher = await redis.get(keys.dispatcher)
     head = {
         "workspaceID": workspace_id,
         "generated_at": now_ms(),
@@ -46,6 +50,21 @@ async def debug_dump(
         "versions": {as_str(k): as_int(v) for k, v in versions.items()},
         "sessions": sessions,
         "questions": [msgspec.Raw(q.raw) for q in questions],
+        "todo": {
+            "id": plan.todo.id if plan.todo else None,
+            "version": plan.version,
+            "created_at": plan.todo.created_at if plan.todo else None,
+            "project_context": plan.todo.project_context if plan.todo else "",
+            "next_seq": plan.todo.next_seq if plan.todo else 1,
+            "entries": plan.ordered_entries(),
+        },
+        "phases": plan.ordered_phases(),
+        "memory": memory,
+        "executor": plan.executor,
+        "dispatcher": None if dispatcher is None else as_str(dispatcher),
+        "budgets": {"caps": plan.caps, "usage": plan.usage, "tool_calls": plan.tool_calls},
+        "leases": sorted(plan.leases.values(), key=lambda x: x.granted_at),
+        "locks": sorted(plan.locks.values(), key=lambda x: x.file),
         "caches": caches,
     }
     yield _encode(head)[:-1]  # keep the object open for the streamed sections

@@ -58,13 +58,23 @@ def test_debug_dump_has_every_section(api: httpx.Client, workspace: str) -> None
     assert dump["workspaceID"] == workspace
     assert dump["config"] == {"a": 1}
     assert dump["log"] == {"first_seq": 1, "last_seq": 3, "stream": f"orch:{{{workspace}}}:events"}
-    assert dump["projections"] == {"config": 3, "log": 3, "questions": 3, "sessions": 3}
+    assert dump["projections"] == {
+        "config": 3,
+        "log": 3,
+        "questions": 3,
+        "sessions": 3,
+        "plan": 3,
+    }
     assert dump["versions"] == {"config": 1, question["id"]: 3}
     assert dump["sessions"] == ["s1"]
     assert dump["questions"] == [question]
     assert [e["seq"] for e in dump["events"]] == [1, 2, 3]
     assert [c["tool"] for c in dump["tool_logs"]] == ["fs.read"]
     assert dump["caches"]["replica"].startswith("rep_")
+    assert dump["todo"]["entries"] == [] and dump["phases"] == []
+    assert dump["executor"]["status"] == "stopped"
+    assert dump["budgets"]["tool_calls"] == 1
+    assert dump["leases"] == dump["locks"] == []
 
 
 def test_debug_dump_streams_large_logs(api: httpx.Client) -> None:

@@ -83,6 +83,7 @@ def test_config_updated_writes_the_merged_doc_and_its_version() -> None:
         "log": [],
         "questions": [],
         "sessions": [],
+        "plan": [],
     }
 
 
@@ -110,6 +111,7 @@ def test_a_full_tool_call_is_stored_and_indexed_by_every_filter_field() -> None:
         ],
         "questions": [],
         "sessions": [("SADD", KEYS.sessions, "s1")],
+        "plan": [("HINCRBY", KEYS.plan, "tool_calls", 1)],
     }
 
 
@@ -138,6 +140,7 @@ def test_asking_a_question_records_it_as_pending() -> None:
             ("ZADD", KEYS.questions_order, 4, "que_1"),
         ],
         "sessions": [("SADD", KEYS.sessions, "s9")],
+        "plan": [],
     }
     expiring = stored(5, question("que_2", expires_at=1_800_000_000_000))
     assert QuestionsProjection().apply(KEYS, expiring) == [
@@ -167,6 +170,7 @@ def test_a_settled_question_is_no_longer_pending(payload: Payload) -> None:
             ("ZREM", KEYS.questions_expiry, "que_1"),
         ],
         "sessions": [],  # answering adds no session
+        "plan": [],
     }
 
 
@@ -179,6 +183,11 @@ def test_purge_drops_every_read_model_but_config() -> None:
             ("DEL", KEYS.questions, KEYS.questions_order, KEYS.questions_expiry),
         ],
         "sessions": [("DEL", KEYS.sessions)],
+        "plan": [
+            ("DEL", KEYS.plan, KEYS.entries, KEYS.todo_events, KEYS.phases),
+            ("DEL", KEYS.leases, KEYS.locks),
+            ("DELMEMBERS", KEYS.phase_memories),
+        ],
     }
     for projection in all_projections():
         if projection.name != "config":
@@ -189,7 +198,7 @@ def test_purge_drops_every_read_model_but_config() -> None:
 @pytest.mark.parametrize(
     ("kind", "payload"),
     [
-        ("todo.created", b'{"id":"todo_1","sessionID":"s1"}'),
+        ("todo.archived", b'{"id":"todo_1","sessionID":"s1"}'),
         ("lock.granted", b'{"path":"a"}'),
         ("from.the.future", b"not json at all"),
         ("tool.calls", b'{"tool":"x"}'),  # near miss of a known name
@@ -198,7 +207,7 @@ def test_purge_drops_every_read_model_but_config() -> None:
 def test_unknown_event_types_produce_no_writes(kind: str, payload: bytes) -> None:
     event = StoredEvent(seq=1, type=kind, payload=msgspec.Raw(payload))
     assert event.decode() is None
-    assert writes(event) == {"config": [], "log": [], "questions": [], "sessions": []}
+    assert writes(event) == {"config": [], "log": [], "questions": [], "sessions": [], "plan": []}
 
 
 def test_newer_payload_fields_are_ignored() -> None:
@@ -300,6 +309,10 @@ class Store:
         for f, v in zip(pairs[::2], pairs[1::2], strict=True):
             h[word(f)] = word(v)
 
+    def hincrby(self, key: str, f: Word, by: Word) -> None:
+        h = self.hashes.setdefault(key, {})
+        h[word(f)] = str(int(h.get(word(f), b"0")) + int(by)).encode()
+
     def hdel(self, key: str, *fields: Word) -> None:
         for f in fields:
             self.hashes.get(key, {}).pop(word(f), None)
@@ -382,6 +395,8 @@ class Reference:
                 expected.zadd(KEYS.questions_expiry, q.expires_at, qid)
         for session in self.sessions:
             expected.sadd(KEYS.sessions, session)
+        if self.calls:  # the plan counts tool calls for the max_tool_calls cap
+            expected.hset(KEYS.plan, "tool_calls", len(self.calls))
         return expected
 
 
@@ -437,7 +452,7 @@ def to_events(history: list[Payload | None]) -> list[StoredEvent]:
     return [
         stored(seq, p)
         if p is not None
-        else StoredEvent(seq, "todo.created", msgspec.Raw(b'{"id":"t"}'))
+        else StoredEvent(seq, "todo.archived", msgspec.Raw(b'{"id":"t"}'))
         for seq, p in enumerate(history, start=1)
     ]
 

@@ -41,7 +41,7 @@ from projections.views import RedisReadModels
 from tests.projector_worker import CountingProjection, worker_projections
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECTIONS = ["config", "log", "questions", "sessions"]
+PROJECTIONS = ["config", "log", "questions", "sessions", "plan"]
 # Event-log bookkeeping and disposable caches: everything else under the prefix is a read model.
 NOT_READ_MODELS = (":events", ":meta", ":versions", ":checkpoints", ":subscribers")
 NOT_READ_MODEL_PARTS = (":idem:", ":cache:")
@@ -110,7 +110,7 @@ def history(n: int, seed: int = 1) -> list[NewEvent]:
             config = {k: v for k, v in {**config, **patch}.items() if v is not None}
             events.append(new_event(ConfigUpdated(patch=patch, config=config), "config"))
         else:
-            events.append(NewEvent("todo.created", b'{"id":"todo_%d"}' % i, (f"todo_{i}",)))
+            events.append(NewEvent("todo.archived", b'{"id":"todo_%d"}' % i, (f"todo_{i}",)))
     return events
 
 
@@ -188,7 +188,7 @@ async def test_catch_up_builds_the_read_models(client: Redis, workspace: str) ->
         new_event(ConfigUpdated(patch={"b": {"c": 2}}, config={"a": 1, "b": {"c": 2}})),  # 8
         new_event(c3),  # 9
         new_event(QuestionRejected("que_3", "s1"), "que_3"),  # 10
-        NewEvent("todo.created", b'{"id":"todo_1"}'),  # 11
+        NewEvent("todo.archived", b'{"id":"todo_1"}'),  # 11
     ]
     assert await append_all(log, workspace, events) == 11
     assert await projector.checkpoints(workspace) == dict.fromkeys(PROJECTIONS, 0)
@@ -261,7 +261,13 @@ async def test_rebuild_all_and_each_gives_identical_read_models(
     assert await projector.catch_up(workspace) == last
     built = await snapshot(client, workspace)
     # Every read model has something in it.
-    assert {key.split(":")[1] for key in built} == {"config", "log", "questions", "sessions"}
+    assert {key.split(":")[1] for key in built} == {
+        "config",
+        "log",
+        "questions",
+        "sessions",
+        "plan",
+    }
 
     assert await projector.rebuild(workspace) == last
     assert await snapshot(client, workspace) == built
@@ -274,6 +280,7 @@ async def test_rebuild_all_and_each_gives_identical_read_models(
         "log": ([keys.log_all, keys.log_index("tool", "fs.read")], keys.log_calls),
         "questions": ([keys.questions_order], keys.questions),
         "sessions": ([], keys.sessions),
+        "plan": ([], keys.plan),
     }
     for name in PROJECTIONS:
         deleted, stray = damage[name]
