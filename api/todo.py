@@ -18,9 +18,12 @@ async def get_todo(request: Request) -> Response:
 async def patch_todo(request: Request) -> Response:
     raw = await decode.body(request)
     given = decode.decode(raw, todo.TodoInput)
-    return await commands.run(
+    await commands.run(
         request, "todo", raw, lambda plan, now: todo.decide_update_todo(plan, given, now)
     )
+    # The document's version is the seq the update was appended at (other events, such as
+    # tool calls, take seqs too), so it is read back rather than guessed before the append.
+    return await get_todo(request)
 
 
 async def todo_events(request: Request) -> Response:
