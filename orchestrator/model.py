@@ -36,7 +36,8 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
         {"awaiting_input", "verifying", "completed", "failed", "blocked", "pending", "cancelled"}
     ),
     "awaiting_input": frozenset({"in_progress", "failed", "blocked", "pending", "cancelled"}),
-    "verifying": frozenset({"completed", "failed", "in_progress", "cancelled"}),
+    # Back to pending too: a verifying worker may fail (retry) or die (lease expiry).
+    "verifying": frozenset({"completed", "failed", "in_progress", "pending", "cancelled"}),
     "blocked": frozenset({"pending", "cancelled"}),
     "failed": frozenset({"pending", "cancelled"}),
     "completed": frozenset(),
