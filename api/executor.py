@@ -21,9 +21,15 @@ async def status(request: Request) -> Response:
     return JSON({"executor": executor.status_view(plan, now_ms(), _limits(request), holder)})
 
 
+async def _watch(request: Request) -> None:
+    """Have the dispatchers look after the workspace: they dispatch it while it runs, and
+    always expire its worker leases and unclaimed entries."""
+    await services(request).dispatcher.register(decode.path_id(request, "workspaceID"))
+
+
 async def start(request: Request) -> Response:
     response = await commands.run(request, "executor-start", b"", executor.decide_start)
-    await services(request).dispatcher.register(decode.path_id(request, "workspaceID"))
+    await _watch(request)
     return response
 
 
@@ -41,12 +47,14 @@ async def stop_all(request: Request) -> Response:
 
 async def force_dispatch(request: Request) -> Response:
     limits = _limits(request)
-    return await commands.run(
+    response = await commands.run(
         request,
         "force-dispatch",
         b"",
         lambda plan, now: executor.decide_cycle(plan, now, limits, force=True),
     )
+    await _watch(request)  # what it dispatched must expire though the executor never started
+    return response
 
 
 async def list_workers(request: Request) -> Response:
@@ -61,12 +69,15 @@ async def claim(request: Request) -> Response:
     raw = await decode.body(request)
     given = decode.decode(raw, workers.ClaimInput)
     limits = _limits(request)
-    return await commands.run(
+    response = await commands.run(
         request,
         f"claim:{given.sessionID}",
         raw,
         lambda plan, now: workers.decide_claim(plan, given.sessionID, now, limits),
     )
+    if response.status_code == 200:
+        await _watch(request)  # a lease must expire when its worker goes quiet
+    return response
 
 
 def _lease_id(request: Request) -> str:
