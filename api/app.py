@@ -12,6 +12,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import executor, health, phases, questions, todo, workspace
+from api.auth import Authenticator
 from api.errors import HANDLERS
 from api.sse import KINDS
 from api.state import Services
@@ -23,6 +24,7 @@ from orchestrator.feed import Feed
 from orchestrator.ids import mint
 from orchestrator.settings import Settings
 from orchestrator.subscribers import SubscriberCounts
+from orchestrator.tokens import TokenStore
 from projections.runner import Projector
 from projections.views import RedisReadModels
 
@@ -128,6 +130,7 @@ def build(settings: Settings, replica_id: str, redis: Redis, blocking: Redis) ->
         orchestrator=orch,
         views=models,
         dispatcher=Dispatcher(orch, redis, replica_id),
+        auth=Authenticator(TokenStore(redis), settings),
         feed=feed,
         subscribers=counts,
     )

@@ -12,10 +12,13 @@ from starlette.responses import Response
 from api.responses import JSON
 from orchestrator.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     OrchestrationError,
     TooLarge,
+    TooMany,
+    Unauthenticated,
     Unavailable,
     ValidationFailed,
 )
@@ -24,9 +27,12 @@ log = structlog.get_logger(__name__)
 
 STATUS: dict[type[OrchestrationError], int] = {
     InvalidInput: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
     TooLarge: 413,
+    TooMany: 429,
     ValidationFailed: 422,
     Unavailable: 503,
 }
@@ -52,8 +58,15 @@ async def orchestration_error(request: Request, exc: Exception) -> Response:
 
 def error_response(exc: OrchestrationError) -> Response:
     status = _status(exc)
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSON(error_body(exc.code, exc.message, exc.details), status, headers=headers)
+    return JSON(error_body(exc.code, exc.message, exc.details), status, headers=_headers(status))
+
+
+def _headers(status: int) -> dict[str, str] | None:
+    if status in (429, 503):
+        return {"Retry-After": "1"}
+    if status == 401:
+        return {"WWW-Authenticate": 'Bearer realm="orchestrator"'}
+    return None
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:

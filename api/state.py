@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from api.auth import Authenticator
 from orchestrator.context import Orchestrator
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.eventlog import EventLog
@@ -25,6 +26,7 @@ class Services:
     feed: Feed
     subscribers: SubscriberCounts
     dispatcher: Dispatcher
+    auth: Authenticator
 
 
 def services(request: object) -> Services:

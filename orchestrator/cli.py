@@ -3,17 +3,24 @@
 import argparse
 import asyncio
 import gc
+import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import TypeVar
 
+import msgspec
 import structlog
 
+from orchestrator.errors import OrchestrationError
 from orchestrator.logs import configure
 from orchestrator.redis_server import RedisServer
 from orchestrator.settings import Settings
+from orchestrator.tokens import TokenStore
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 GC_THRESHOLDS = (50_000, 20, 100)  # CPython's defaults: (700, 10, 10)
@@ -29,6 +36,10 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
     # A fixed port: a second server on the same data folder fails to bind before it can touch
     # the append-only file, and `redis-cli -p 6390` finds it.
     server = RedisServer(settings.data_dir / "redis", port=settings.embedded_redis_port)
+    if server.running_elsewhere():
+        # `make run` is up: commands such as `token` and `rebuild` use its Redis.
+        yield replace(settings, redis_url=server.url)
+        return
     server.start()
     log.info("redis.embedded", url=server.url, data=str(server.data_dir))
     try:
@@ -41,6 +52,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.auth import AuthGate
     from api.fastpath import SSEFastPath
 
     # Thousands of long-lived SSE connections keep ~1.8 M objects tracked by the collector;
@@ -52,9 +64,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # that unwinds, so the local Redis below is stopped rather than orphaned.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     with redis_for(settings) as ready:
+        if not open_to(args, ready):
+            return 2
         print(f"orchestrator serving on http://{args.host}:{args.port}", file=sys.stderr)
         uvicorn.run(
-            SSEFastPath(create_app(ready)),
+            AuthGate(SSEFastPath(create_app(ready))),
             host=args.host,
             port=args.port,
             log_level=args.log_level.lower(),
@@ -64,6 +78,68 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=5,
         )
     return 0
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def open_to(args: argparse.Namespace, settings: Settings) -> bool:
+    """Refuse to serve a network without authentication, unless told to (``--insecure``)."""
+    tokens = asyncio.run(_with_tokens(settings, lambda store: store.count()))
+    if tokens or settings.auth == "required":
+        log.info("auth.enforced", tokens=tokens)
+        return True
+    if args.host in LOOPBACK:
+        log.warning("auth.off", reason="no API tokens exist; serving loopback only")
+        return True
+    if args.insecure:
+        log.warning("auth.off", reason="no API tokens exist; --insecure", host=args.host)
+        return True
+    print(
+        f"orchestrator: refusing to serve {args.host} without authentication: no API token "
+        "exists. Create one (`orchestrator token create --workspace WS` or `--admin`), or "
+        "pass --insecure to serve it open.",
+        file=sys.stderr,
+    )
+    return False
+
+
+async def _with_tokens(settings: Settings, use: Callable[[TokenStore], Awaitable[T]]) -> T:
+    from redis.asyncio import Redis
+
+    assert settings.redis_url is not None
+    async with Redis.from_url(settings.redis_url) as redis:
+        return await use(TokenStore(redis))
+
+
+def token(args: argparse.Namespace, settings: Settings) -> int:
+    with redis_for(settings) as ready:
+        if args.action == "create":
+            workspace = None if args.admin else args.workspace
+            made, secret = asyncio.run(
+                _with_tokens(ready, lambda store: store.create(args.name, workspace))
+            )
+            print(
+                json.dumps({**msgspec.to_builtins(made), "token": secret})
+                if args.json
+                else f"{secret}\n(shown once) id {made.id}, scope {made.scope}"
+                + (f" {made.workspaceID}" if made.workspaceID else "")
+            )
+            return 0
+        if args.action == "list":
+            found = asyncio.run(_with_tokens(ready, lambda store: store.list()))
+            if args.json:
+                print(json.dumps(msgspec.to_builtins(found)))
+            for t in [] if args.json else found:
+                print(f"{t.id}\t{t.scope}\t{t.workspaceID or '*'}\t{t.name}")
+            return 0
+        try:
+            gone = asyncio.run(_with_tokens(ready, lambda store: store.revoke(args.id)))
+        except OrchestrationError as exc:
+            print(f"orchestrator: {exc.message}", file=sys.stderr)
+            return 1
+        print(f"revoked {gone.id}")
+        return 0
 
 
 def rebuild(args: argparse.Namespace, settings: Settings) -> int:
@@ -96,14 +172,33 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--access-log", action="store_true", help="log every request")
     s.add_argument("--loop", default="auto", choices=["auto", "asyncio", "uvloop"])
     s.add_argument("--http", default="auto", choices=["auto", "h11", "httptools"])
+    s.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve a non-loopback address even though no API token exists",
+    )
     s.set_defaults(handler=serve)
+
+    t = commands.add_parser("token", help="create, list and revoke API tokens")
+    actions = t.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", help="create a token (printed once)")
+    scope = create.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--workspace", help="the one workspace the token reaches")
+    scope.add_argument("--admin", action="store_true", help="a token for every workspace")
+    create.add_argument("--name", default="", help="what the token is for")
+    create.add_argument("--json", action="store_true")
+    listing = actions.add_parser("list", help="list tokens (never their secrets)")
+    listing.add_argument("--json", action="store_true")
+    revoke = actions.add_parser("revoke", help="revoke a token by id")
+    revoke.add_argument("id")
+    t.set_defaults(handler=token)
 
     r = commands.add_parser("rebuild", help="drop read models and rebuild them from the log")
     r.add_argument("workspace", help="workspace id")
     r.add_argument(
         "--projection",
         action="append",
-        choices=["config", "log", "questions", "sessions"],
+        choices=["config", "log", "questions", "sessions", "plan"],
         help="rebuild only this one (repeatable); default: all",
     )
     r.set_defaults(handler=rebuild)

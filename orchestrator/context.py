@@ -32,6 +32,10 @@ class ReadModels(Protocol):
 
     async def questions_due(self, workspace_id: str) -> list[str]: ...
 
+    async def pending_questions_of(self, workspace_id: str, session_id: str) -> int:
+        """How many questions the session has pending (unanswered, unexpired)."""
+        ...
+
     async def plan(self, workspace_id: str) -> Plan:
         """The domain state as the plan read model holds it (a consistent snapshot)."""
         ...

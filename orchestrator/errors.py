@@ -38,3 +38,21 @@ class Unavailable(OrchestrationError):
     """Redis could not be reached; the request may be retried (with its Idempotency-Key)."""
 
     code = "UNAVAILABLE"
+
+
+class Unauthenticated(OrchestrationError):
+    """No token, or one that is unknown or revoked."""
+
+    code = "UNAUTHENTICATED"
+
+
+class Forbidden(OrchestrationError):
+    """A valid token that does not reach this workspace or operation."""
+
+    code = "FORBIDDEN"
+
+
+class TooMany(OrchestrationError):
+    """A per-client bound is reached (streams per token, questions per session)."""
+
+    code = "TOO_MANY_REQUESTS"

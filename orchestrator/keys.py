@@ -24,6 +24,12 @@ EXECUTORS = "orch:executors"
 The one key outside a workspace's slot."""
 
 
+TOKENS = "orch:tokens"
+"""Hash: SHA-256 of an API token -> its record (JSON). Tokens themselves are never stored."""
+TOKEN_IDS = "orch:tokens:ids"
+"""Hash: token id -> the SHA-256 it is stored under (to list and revoke by id)."""
+
+
 @dataclass(frozen=True, slots=True)
 class WorkspaceKeys:
     workspace_id: str

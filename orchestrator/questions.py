@@ -6,7 +6,7 @@ import msgspec
 
 from orchestrator.clock import now_ms
 from orchestrator.context import Orchestrator
-from orchestrator.errors import InvalidInput, NotFound, ValidationFailed
+from orchestrator.errors import InvalidInput, NotFound, TooMany, ValidationFailed
 from orchestrator.eventlog import Idempotency, VersionConflict
 from orchestrator.events import (
     Question,
@@ -94,6 +94,17 @@ async def raise_question(
     orch: Orchestrator, workspace_id: str, given: QuestionInput, idem: Idempotency | None
 ) -> Question:
     check_question(given)
+    earlier = await orch.eventlog.recall(workspace_id, idem)
+    if earlier is not None:  # a retry gets its first answer, whatever the bound says now
+        return msgspec.json.decode(earlier.result, type=Question)
+    limit = orch.settings.max_questions_per_session
+    if await orch.models.pending_questions_of(workspace_id, given.sessionID) >= limit:
+        raise TooMany(
+            f"session {given.sessionID} already has {limit} pending questions; "
+            "wait for answers before asking more",
+            {"sessionID": given.sessionID, "limit": limit},
+            code="TOO_MANY_QUESTIONS",
+        )
     question = Question(
         id=mint("que"),
         sessionID=given.sessionID,

@@ -72,6 +72,14 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
+    def running_elsewhere(self) -> bool:
+        """Whether a Redis already answers on this server's port (one ``serve`` started)."""
+        try:
+            with redis.Redis(host=HOST, port=self.port, socket_connect_timeout=0.5) as client:
+                return bool(client.ping())
+        except redis.RedisError:
+            return False
+
     @property
     def log_path(self) -> Path:
         return self.data_dir / "redis.log"

@@ -36,6 +36,11 @@ class Settings:
     dispatcher_lease_ms: int = 5_000  # one replica dispatches a workspace; taken over after
     dispatch_tick_s: float = 0.5  # how often the dispatcher runs a cycle
     max_memory_notes: int = 200  # memory notes per phase
+    # Security and per-client bounds
+    auth: str = "auto"  # auto: tokens required once one exists; required: always
+    auth_cache_s: float = 5.0  # token lookups are cached this long (revocation delay)
+    max_streams_per_token: int = 100  # SSE streams one token may hold per replica
+    max_questions_per_session: int = 100  # pending questions one session may have
     # Background work
     workspace_idle_s: float = 60.0
     question_sweep_s: float = 1.0

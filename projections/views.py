@@ -57,6 +57,10 @@ class RedisReadModels:
         found = await find_question(self.redis, workspace_id, question_id)
         return None if found is None else (found.question, found.version)
 
+    async def pending_questions_of(self, workspace_id: str, session_id: str) -> int:
+        pending = await pending_questions(self.redis, workspace_id, now_ms())
+        return sum(1 for p in pending if p.question.sessionID == session_id)
+
     async def questions_due(self, workspace_id: str) -> list[str]:
         return await due_for_expiry(self.redis, workspace_id, now_ms())
 
