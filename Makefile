@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Reinstalls only when pyproject.toml changes (or the venv is new), so `make test` stays cheap.
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fmt bench clean distclean
+.PHONY: install run test lint fmt openapi bench clean distclean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# The OpenAPI document is generated from api/contract.py and the msgspec types; a test fails
+# when the checked-in copy is stale.
+openapi: install
+	$(BIN)/python -m api.openapi > openapi.json
 
 fmt: install
 	$(BIN)/ruff format .

@@ -11,9 +11,10 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import executor, health, phases, questions, todo, workspace
 from api.auth import Authenticator
+from api.contract import OPERATIONS, PREFIX
 from api.errors import HANDLERS
+from api.openapi import openapi_json
 from api.sse import KINDS
 from api.state import Services
 from orchestrator import questions as question_commands
@@ -29,74 +30,14 @@ from projections.runner import Projector
 from projections.views import RedisReadModels
 
 log = structlog.get_logger(__name__)
-PREFIX = "/api/v1/workspaces/{workspaceID}/orchestration"
 POOL_SIZE = 32
 
-E = "/todo/entries/{entryID}"
-DOMAIN_ROUTES = [
-    Route("/todo", todo.get_todo, methods=["GET"]),
-    Route("/todo", todo.patch_todo, methods=["PATCH"]),
-    Route("/todo/events", todo.todo_events, methods=["GET"]),
-    Route("/todo/entries", todo.create_entries, methods=["POST"]),
-    Route(E, todo.get_entry, methods=["GET"]),
-    Route(E, todo.delete_entry, methods=["DELETE"]),
-    Route(f"{E}/status", todo.patch_status, methods=["PATCH"]),
-    Route(f"{E}/rounds", todo.patch_rounds, methods=["PATCH"]),
-    Route(f"{E}/priority", todo.patch_priority, methods=["PATCH"]),
-    Route(f"{E}/budget", todo.patch_budget, methods=["PATCH"]),
-    Route(f"{E}/budget/lock", todo.lock_budget, methods=["POST"]),
-    Route(f"{E}/spec", todo.get_spec, methods=["GET"]),
-    Route(f"{E}/spec", todo.put_spec, methods=["PUT"]),
-    Route(f"{E}/spec/freeze", todo.freeze_spec, methods=["POST"]),
-    Route("/executor/status", executor.status, methods=["GET"]),
-    Route("/executor/start", executor.start, methods=["POST"]),
-    Route("/executor/pause", executor.pause, methods=["POST"]),
-    Route("/executor/resume", executor.resume, methods=["POST"]),
-    Route("/executor/stop-all", executor.stop_all, methods=["POST"]),
-    Route("/executor/force-dispatch", executor.force_dispatch, methods=["POST"]),
-    Route("/executor/workers", executor.list_workers, methods=["GET"]),
-    Route("/executor/claim", executor.claim, methods=["POST"]),
-    Route("/executor/leases/{leaseID}/heartbeat", executor.heartbeat, methods=["POST"]),
-    Route("/executor/leases/{leaseID}/complete", executor.complete, methods=["POST"]),
-    Route("/executor/leases/{leaseID}/fail", executor.fail, methods=["POST"]),
-    Route("/executor/locks", executor.list_locks, methods=["GET"]),
-    Route("/budget", executor.get_budget, methods=["GET"]),
-    Route("/budget", executor.patch_budget, methods=["PATCH"]),
-    Route("/usage", executor.report_usage, methods=["POST"]),
-    Route("/phases", phases.list_phases, methods=["GET"]),
-    Route("/phases", phases.create_phase, methods=["POST"]),
-    Route("/phases/{phaseID}", phases.get_phase, methods=["GET"]),
-    Route("/phases/{phaseID}", phases.patch_phase, methods=["PATCH"]),
-    Route("/phases/{phaseID}/verify", phases.verify, methods=["POST"]),
-    Route("/phases/{phaseID}/memory", phases.get_memory, methods=["GET"]),
-    Route("/phases/{phaseID}/memory", phases.add_memory, methods=["POST"]),
-    Route("/phases/{phaseID}/prompt", phases.prompt_phase, methods=["POST"]),
-    Route("/sessions", phases.list_sessions, methods=["GET"]),
-    Route("/sessions/{sessionID}/prompt", phases.prompt_session, methods=["POST"]),
-]
-
 ROUTES = [
-    Route("/healthz", health.healthz),
-    Route("/readyz", health.readyz),
+    *(Route(op.path, op.endpoint, methods=[op.method]) for op in OPERATIONS if not op.scoped),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
     Mount(
         PREFIX,
-        routes=[
-            Route("/config", workspace.get_config, methods=["GET"]),
-            Route("/config", workspace.patch_config, methods=["PATCH"]),
-            Route("/events", workspace.events, methods=["GET"]),
-            Route("/events/connections", workspace.events_connections, methods=["GET"]),
-            Route("/log", workspace.get_log, methods=["GET"]),
-            Route("/log", workspace.post_log, methods=["POST"]),
-            Route("/log/stream", workspace.log_stream, methods=["GET"]),
-            Route("/debug-dump", workspace.get_debug_dump, methods=["GET"]),
-            Route("/purge", workspace.post_purge, methods=["POST"]),
-            Route("/questions", questions.list_questions, methods=["GET"]),
-            Route("/questions", questions.raise_question, methods=["POST"]),
-            Route("/questions/{questionID}", questions.get_question, methods=["GET"]),
-            Route("/questions/{questionID}/answer", questions.answer_question, methods=["POST"]),
-            Route("/questions/{questionID}/reject", questions.reject_question, methods=["POST"]),
-            *DOMAIN_ROUTES,
-        ],
+        routes=[Route(op.path, op.endpoint, methods=[op.method]) for op in OPERATIONS if op.scoped],
     ),
 ]
 

@@ -11,10 +11,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
-from orchestrator.errors import Forbidden, OrchestrationError, TooMany, Unauthenticated
+from orchestrator.errors import (
+    Forbidden,
+    OrchestrationError,
+    TooMany,
+    Unauthenticated,
+    Unavailable,
+)
 from orchestrator.settings import Settings
 from orchestrator.tokens import Token, TokenStore, digest
 
@@ -108,7 +115,10 @@ class AuthGate:
         auth: Authenticator = scope["state"]["services"].auth
         workspace_id = path[len(WORKSPACES) :].partition("/")[0]
         try:
-            token = await auth.check(scope, workspace_id)
+            try:
+                token = await auth.check(scope, workspace_id)
+            except (RedisError, OSError) as exc:
+                raise Unavailable(f"Redis unavailable: {exc}; retry") from exc
             if token is None or scope["method"] != "GET" or not path.endswith(STREAM_SUFFIXES):
                 await self.app(scope, receive, send)
                 return

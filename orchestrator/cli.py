@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import msgspec
 import structlog
+from redis.exceptions import RedisError
 
 from orchestrator.errors import OrchestrationError
 from orchestrator.logs import configure
@@ -63,8 +64,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal: make that an exit
     # that unwinds, so the local Redis below is stopped rather than orphaned.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    with redis_for(settings) as ready:
-        if not open_to(args, ready):
+    with redis_for(settings) as found:
+        ready = secured(args, found)
+        if ready is None:
             return 2
         print(f"orchestrator serving on http://{args.host}:{args.port}", file=sys.stderr)
         uvicorn.run(
@@ -83,25 +85,30 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def open_to(args: argparse.Namespace, settings: Settings) -> bool:
-    """Refuse to serve a network without authentication, unless told to (``--insecure``)."""
-    tokens = asyncio.run(_with_tokens(settings, lambda store: store.count()))
-    if tokens or settings.auth == "required":
-        log.info("auth.enforced", tokens=tokens)
-        return True
-    if args.host in LOOPBACK:
-        log.warning("auth.off", reason="no API tokens exist; serving loopback only")
-        return True
-    if args.insecure:
-        log.warning("auth.off", reason="no API tokens exist; --insecure", host=args.host)
-        return True
-    print(
-        f"orchestrator: refusing to serve {args.host} without authentication: no API token "
-        "exists. Create one (`orchestrator token create --workspace WS` or `--admin`), or "
-        "pass --insecure to serve it open.",
-        file=sys.stderr,
-    )
-    return False
+def secured(args: argparse.Namespace, settings: Settings) -> Settings | None:
+    """The settings to serve with, or None to refuse.
+
+    Loopback (or ``--insecure``): tokens are enforced once one exists. Any other address:
+    always enforced, and refused while no token exists, since nobody could use it.
+    """
+    if args.host in LOOPBACK or args.insecure or settings.auth == "required":
+        if args.host not in LOOPBACK and settings.auth != "required":
+            log.warning("auth.optional", reason="--insecure", host=args.host)
+        return settings
+    try:
+        tokens = asyncio.run(_with_tokens(settings, lambda store: store.count()))
+    except (RedisError, OSError) as exc:
+        log.warning("auth.unverified", error=str(exc), host=args.host)
+        tokens = -1  # Redis is down: serve, with tokens required, and recover with it
+    if tokens == 0:
+        print(
+            f"orchestrator: refusing to serve {args.host} without authentication: no API "
+            "token exists. Create one (`orchestrator token create --workspace WS` or "
+            "`--admin`), or pass --insecure to serve it open.",
+            file=sys.stderr,
+        )
+        return None
+    return replace(settings, auth="required")
 
 
 async def _with_tokens(settings: Settings, use: Callable[[TokenStore], Awaitable[T]]) -> T:

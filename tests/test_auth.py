@@ -195,13 +195,12 @@ def test_serving_a_network_without_tokens_needs_insecure(tmp_path: Path) -> None
         finally:
             insecure.terminate()
             insecure.wait(timeout=15)
-        assert "--insecure" in (tmp_path / "insecure.log").read_text()
+        assert "auth.optional" in (tmp_path / "insecure.log").read_text()
 
         loopback = ServerProcess(empty.url, tmp_path / "loopback.log")
         loopback.start()
         try:
             assert httpx.get(loopback.workspace_url("ws_x") + "/config").json() == {}
-            assert "no API tokens exist" in loopback.log_path.read_text()
         finally:
             loopback.stop()
     finally:
