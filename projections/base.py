@@ -5,7 +5,7 @@ writes that fold the event into the stored view. The runner executes them togeth
 checkpoint in one atomic step.
 """
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from orchestrator.events import StoredEvent
 from orchestrator.keys import WorkspaceKeys
@@ -23,4 +23,14 @@ class Projection(Protocol):
 
     def drop(self, keys: WorkspaceKeys) -> list[Command]:
         """The writes that delete this read model, before a rebuild."""
+        ...
+
+
+@runtime_checkable
+class BatchProjection(Projection, Protocol):
+    """A projection that can also fold many events at once, for less than one at a time."""
+
+    def apply_batch(self, keys: WorkspaceKeys, events: list[StoredEvent]) -> list[Command]:
+        """The writes of ``apply`` for each event, in order, merged per key where that keeps
+        the result (the runner merges nothing more, only cuts commands that are too long)."""
         ...

@@ -8,7 +8,7 @@ process wakes the workspace's projector task, which catches up from the checkpoi
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
@@ -22,7 +22,7 @@ from orchestrator.errors import Unavailable
 from orchestrator.eventlog import EventLog
 from orchestrator.events import OrchestrationPurged, StoredEvent
 from orchestrator.keys import WorkspaceKeys
-from projections.base import Command, Projection, Word
+from projections.base import BatchProjection, Command, Projection, Word
 from projections.config import ConfigProjection
 from projections.log import LogProjection
 from projections.plan import PlanProjection
@@ -47,38 +47,66 @@ _pack = msgspec.msgpack.Encoder().encode
 # run of them on one key can be merged without changing the result.
 _ADDITIVE = {"HSET", "ZADD", "SADD"}
 _MAX_WORDS = 4000  # Lua's unpack() returns at most 8000 values
+_YIELD_EVERY = 100  # events projected between two turns of the event loop
 
 
 def _coalesce(commands: list[Command]) -> list[list[Word]]:
-    """Merge additive commands on the same key (between other commands) into one each."""
+    """Merge additive commands on the same key (between other commands) into one each, of at
+    most ``_MAX_WORDS`` words after the key. A set member added twice is added once (a
+    batch's index keys and session ids repeat on almost every event)."""
     merged: list[list[Word]] = []
     open_runs: dict[tuple[Word, Word], list[Word]] = {}
+    members: dict[tuple[Word, Word], dict[Word, None]] = {}
     for command in commands:
         verb = command[0]
         if verb not in _ADDITIVE or (verb == "ZADD" and isinstance(command[2], str)):
             open_runs.clear()  # a barrier (DEL, ZREM, ZADD with flags...): keep order around it
+            members.clear()
             merged.append(list(command))
             continue
-        run = open_runs.get((verb, command[1]))
-        if run is None or len(run) > _MAX_WORDS:
-            run = open_runs[(verb, command[1])] = list(command)
-            merged.append(run)
-        else:
-            run.extend(command[2:])
+        key = (verb, command[1])
+        words = command[2:]
+        if verb == "SADD":
+            seen = members.setdefault(key, {})
+            words = tuple(m for m in words if m not in seen)
+            seen.update(dict.fromkeys(words))
+        run = open_runs.get(key)
+        while words:
+            if run is None or len(run) - 2 >= _MAX_WORDS:
+                run = open_runs[key] = [verb, command[1]]
+                merged.append(run)
+            room = _MAX_WORDS - (len(run) - 2)  # even: score/member pairs stay whole
+            run += words[:room]
+            words = words[room:]
     return merged
 
 
-def _word(word: Word) -> object:
+def _words(command: list[Word]) -> list[object]:
     # Lua's cmsgpack has no binary type: bytes travel as a msgpack str32, byte for byte.
-    if isinstance(word, bytes):
-        return msgspec.Raw(b"\xdb" + len(word).to_bytes(4, "big") + word)
-    return word
+    if bytes not in map(type, command):
+        return command  # type: ignore[return-value]
+    return [
+        msgspec.Raw(b"\xdb" + len(w).to_bytes(4, "big") + w) if isinstance(w, bytes) else w
+        for w in command
+    ]
+
+
+def _split(commands: list[Command]) -> list[list[Word]]:
+    """Commands already merged per key, each additive one cut to ``_MAX_WORDS`` words."""
+    split: list[list[Word]] = []
+    for command in commands:
+        if len(command) <= _MAX_WORDS + 2 or command[0] not in _ADDITIVE:
+            split.append(list(command))
+            continue
+        for start in range(2, len(command), _MAX_WORDS):  # even: pairs stay whole
+            split.append([*command[:2], *command[start : start + _MAX_WORDS]])
+    return split
 
 
 def _flatten(commands: list[Command]) -> list[Any]:
     """The writes as one msgpack argument for apply.lua. One argument per word cost more in
     redis-py (which packs each in Python) than the projection itself."""
-    return [_pack([[_word(w) for w in command] for command in _coalesce(commands)])]
+    return [_pack([_words(command) for command in _coalesce(commands)])]
 
 
 class Projector:
@@ -109,37 +137,85 @@ class Projector:
 
     async def catch_up(self, workspace_id: str) -> int:
         """Apply every retained event past each checkpoint; return the seq all have reached."""
-        while True:
-            reached, more = await self.advance(workspace_id)
-            if not more:
-                return reached
+        reached = 0
+        async for seq in self.batches(workspace_id):
+            reached = seq
+        return reached
 
-    async def advance(self, workspace_id: str) -> tuple[int, bool]:
-        """Apply one batch; return the seq every projection has reached, and whether there
-        may be more to apply."""
-        keys = WorkspaceKeys(workspace_id)
-        checkpoints = await self.checkpoints(workspace_id)
+    async def batches(self, workspace_id: str) -> AsyncIterator[int]:
+        """Apply every retained event past each checkpoint, yielding the seq all projections
+        have reached after each batch.
+
+        Pipelined: while Redis applies one batch, the next is already read and its writes
+        computed, so Python and Redis work at once rather than in turn. Each apply still
+        expects the checkpoint the one before it leaves, so if another projector moved a
+        checkpoint meanwhile, the pipeline's next apply is refused and this starts over from
+        the checkpoints as they are.
+        """
+        while True:
+            checkpoints = await self.checkpoints(workspace_id)
+            low = min(checkpoints.values())
+            events = await self.eventlog.read(workspace_id, low, self.batch)
+            in_flight: asyncio.Task[dict[str, int]] | None = None
+            try:
+                while events:
+                    calls = await self._calls(workspace_id, checkpoints, events)
+                    if in_flight is not None:
+                        if await in_flight != checkpoints:
+                            break  # another projector moved: start over from the checkpoints
+                        yield min(checkpoints.values())
+                    # The next batch is read before this one's writes are sent: Redis serves
+                    # the read at once, not after the writes, and the writes of the next
+                    # batch are computed while Redis applies these.
+                    position = events[-1].seq
+                    events = await self.eventlog.read(workspace_id, position, self.batch)
+                    in_flight = asyncio.ensure_future(self._run(calls, checkpoints))
+                    checkpoints = {n: max(seq, position) for n, seq in checkpoints.items()}
+                else:
+                    if in_flight is None:
+                        yield low
+                        return
+                    if await in_flight == checkpoints:
+                        yield min(checkpoints.values())
+                        return
+            finally:
+                if in_flight is not None and not in_flight.done():
+                    in_flight.cancel()
+
+    async def _calls(
+        self, workspace_id: str, checkpoints: dict[str, int], events: list[StoredEvent]
+    ) -> dict[str, scripts.Call]:
         low = min(checkpoints.values())
-        events = await self.eventlog.read(workspace_id, low, self.batch)
-        if not events:
-            return low, False
         if events[0].seq > low + 1 and events[0].type != OrchestrationPurged.type:
             # Trimmed before it was projected: the read models miss these events.
             log.error("projection.gap", workspace=workspace_id, after=low, next=events[0].seq)
+        keys = WorkspaceKeys(workspace_id)
+        # The writes of the batch before may still be on their way to Redis (a batch is a few
+        # hundred KB, more than a socket buffer takes at once), and Redis applies them while
+        # these are computed only once they have arrived: the event loop must get a turn every
+        # now and then to send them. Those folded an event at a time go first, as they take
+        # turns as they go.
+        chosen = sorted(self.projections, key=lambda p: isinstance(p, BatchProjection))
+        calls = {}
+        for p in chosen:
+            call = await self._apply_call(keys, p, checkpoints[p.name], events)
+            if call is not None:
+                calls[p.name] = call
+        return calls
+
+    async def _run(
+        self, calls: dict[str, scripts.Call], checkpoints: dict[str, int]
+    ) -> dict[str, int]:
+        """Run the apply calls in one round trip; the checkpoints after them."""
         reached = dict(checkpoints)
-        calls = {
-            p.name: call
-            for p in self.projections
-            if (call := self._apply_call(keys, p, checkpoints[p.name], events)) is not None
-        }
-        replies = await scripts.run_all(self.redis, list(calls.values()))  # one round trip
+        replies = await scripts.run_all(self.redis, list(calls.values()))
         for name, reply in zip(calls, replies, strict=True):
             if isinstance(reply, Exception):
                 raise reply
             reached[name] = int(reply[0])  # ours, or the checkpoint another projector reached
-        return min(reached.values()), True
+        return reached
 
-    def _apply_call(
+    async def _apply_call(
         self,
         keys: WorkspaceKeys,
         projection: Projection,
@@ -149,8 +225,18 @@ class Projector:
         todo = [e for e in events if e.seq > checkpoint]
         if not todo:
             return None
-        writes = [w for e in todo for w in projection.apply(keys, e)]
-        args = [projection.name, checkpoint, todo[-1].seq, *_flatten(writes)]
+        if isinstance(projection, BatchProjection):
+            commands = _split(projection.apply_batch(keys, todo))
+            await asyncio.sleep(0)
+        else:
+            writes: list[Command] = []
+            for start in range(0, len(todo), _YIELD_EVERY):
+                writes += [
+                    w for e in todo[start : start + _YIELD_EVERY] for w in projection.apply(keys, e)
+                ]
+                await asyncio.sleep(0)
+            commands = _coalesce(writes)
+        args = [projection.name, checkpoint, todo[-1].seq, _pack([_words(c) for c in commands])]
         return (scripts.APPLY, [keys.checkpoints], args)
 
     async def rebuild(self, workspace_id: str, names: Sequence[str] | None = None) -> int:
@@ -204,21 +290,18 @@ class Projector:
             self._wakeups.pop(workspace_id, None)
 
     async def _step(self, workspace_id: str, wakeup: asyncio.Event) -> None:
-        more = True
-        while more:
-            try:
-                reached, more = await self.advance(workspace_id)
-            except (RedisError, OSError, Unavailable) as exc:
-                log.warning("projection.retry", workspace=workspace_id, error=str(exc))
-                await anyio.sleep(0.5)
-                wakeup.set()
-                return
-            # Published after every batch: under a steady stream of appends, writers waiting
-            # for their seq must not wait for the stream to pause.
-            async with self._progress:
-                known = self._caught_up.get(workspace_id, 0)
-                self._caught_up[workspace_id] = max(reached, known)
-                self._progress.notify_all()
+        try:
+            async for reached in self.batches(workspace_id):
+                # Published after every batch: under a steady stream of appends, writers
+                # waiting for their seq must not wait for the stream to pause.
+                async with self._progress:
+                    known = self._caught_up.get(workspace_id, 0)
+                    self._caught_up[workspace_id] = max(reached, known)
+                    self._progress.notify_all()
+        except (RedisError, OSError, Unavailable) as exc:
+            log.warning("projection.retry", workspace=workspace_id, error=str(exc))
+            await anyio.sleep(0.5)
+            wakeup.set()
 
     async def wait_for(self, workspace_id: str, seq: int, wait_s: float) -> bool:
         """Wait until every projection of the workspace has applied ``seq`` (bounded)."""

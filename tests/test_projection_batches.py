@@ -1,0 +1,79 @@
+"""Folding a batch at a time: the log's ``apply_batch`` and the runner's merging of writes
+leave the same read model as folding one event at a time."""
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from orchestrator.eventlog import EventLog
+from orchestrator.events import OrchestrationPurged, StoredEvent, new_event
+from orchestrator.keys import WorkspaceKeys
+from projections.base import Command
+from projections.log import LogProjection
+from projections.runner import _MAX_WORDS, Projector, _coalesce, _split, _words
+from tests.test_projector import append_all, history, snapshot
+
+
+class OneAtATime:
+    """The log projection without ``apply_batch``: the runner folds it event by event."""
+
+    name = LogProjection.name
+
+    def __init__(self) -> None:
+        self.log = LogProjection()
+
+    def apply(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
+        return self.log.apply(keys, event)
+
+    def drop(self, keys: WorkspaceKeys) -> list[Command]:
+        return self.log.drop(keys)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("batch", [1, 97, 1000])
+async def test_a_batch_at_a_time_builds_the_same_log(
+    client: Redis, workspace: str, batch: int
+) -> None:
+    events = history(400, seed=batch)
+    events.insert(150, new_event(OrchestrationPurged(purged=["tool_logs"])))
+    log = EventLog(client, retention=0, idempotency_ttl_ms=60_000)
+    reference = f"{workspace}_ref"
+    last = await append_all(log, workspace, events)
+    assert await append_all(log, reference, events) == last
+
+    assert await Projector(log, [LogProjection()], batch=batch).catch_up(workspace) == last
+    assert await Projector(log, [OneAtATime()], batch=batch).catch_up(reference) == last
+    assert await snapshot(client, workspace) == await snapshot(client, reference)
+
+
+def test_merging_adds_each_set_member_once_and_keeps_barriers() -> None:
+    commands: list[Command] = [
+        ("SADD", "s", "a", "b"),
+        ("ZADD", "z", 1, "m1"),
+        ("SADD", "s", "b", "c"),
+        ("ZADD", "z", 2, "m2"),
+        ("DEL", "s"),
+        ("SADD", "s", "a"),
+    ]
+    assert _coalesce(commands) == [
+        ["SADD", "s", "a", "b", "c"],
+        ["ZADD", "z", 1, "m1", 2, "m2"],
+        ["DEL", "s"],
+        ["SADD", "s", "a"],
+    ]
+
+
+def test_long_commands_are_cut_between_pairs() -> None:
+    pairs = [word for n in range(_MAX_WORDS) for word in (n, f"m{n}")]
+    for cut in (_split([("ZADD", "z", *pairs)]), _coalesce([("ZADD", "z", *pairs)])):
+        assert [len(c) for c in cut] == [_MAX_WORDS + 2, _MAX_WORDS + 2]
+        assert all(c[:2] == ["ZADD", "z"] for c in cut)
+        assert [w for c in cut for w in c[2:]] == pairs
+    assert _split([("DEL", *[f"k{n}" for n in range(_MAX_WORDS + 5)])])[0][0] == "DEL"
+
+
+def test_bytes_travel_as_msgpack_strings() -> None:
+    [command] = [_words(["HSET", "h", "f", b"\x00\xff"])]
+    assert msgspec.msgpack.encode(command) == msgspec.msgpack.encode(
+        ["HSET", "h", "f", msgspec.Raw(b"\xdb\x00\x00\x00\x02\x00\xff")]
+    )
