@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import anyio
 import structlog
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from orchestrator import scripts
 from orchestrator.clock import now_ms
@@ -60,8 +61,12 @@ class Dispatcher:
 
     async def run(self) -> None:
         while True:
-            members = await self.redis.smembers(EXECUTORS)
-            await self.tick(sorted(as_str(m) for m in members))
+            try:
+                members = await self.redis.smembers(EXECUTORS)
+            except (RedisError, OSError) as exc:  # Redis is down: try again next tick
+                log.warning("dispatcher.redis_error", error=str(exc))
+            else:
+                await self.tick(sorted(as_str(m) for m in members))
             await anyio.sleep(self.orch.settings.dispatch_tick_s)
 
     async def release(self) -> None:
