@@ -69,8 +69,10 @@ def fold(events: Iterable[StoredEvent], plan: Plan | None = None) -> Plan:
 
 
 def same_state(a: Plan, b: Plan) -> bool:
-    """Equal as stored (``tool_calls`` comes from the log read model, not the fold)."""
+    """Equal as stored (``tool_calls`` comes from the log read model, not the fold). Keys
+    sorted: a read model's hashes come back in Redis's order, not the order of the events."""
     strip = msgspec.structs.replace
-    return msgspec.json.encode(strip(a, tool_calls=0)) == msgspec.json.encode(
-        strip(b, tool_calls=0)
+    encode = msgspec.json.encode
+    return encode(strip(a, tool_calls=0), order="sorted") == encode(
+        strip(b, tool_calls=0), order="sorted"
     )
