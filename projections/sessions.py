@@ -3,6 +3,7 @@ prompt targets. Per-session figures are read from the tool-call log's session in
 
 from typing import Any
 
+import msgspec
 from redis.asyncio import Redis
 
 from orchestrator.events import (
@@ -22,6 +23,15 @@ RELEVANT = frozenset(
 )
 
 
+class _SessionOf(msgspec.Struct):
+    """What the projection needs of any event it reads: decoding only this skips the rest."""
+
+    sessionID: str
+
+
+_decode_session = msgspec.json.Decoder(_SessionOf).decode
+
+
 class SessionsProjection:
     name = "sessions"
 
@@ -34,6 +44,24 @@ class SessionsProjection:
         if isinstance(payload, OrchestrationPurged):
             return self.drop(keys)
         return []
+
+    def apply_batch(self, keys: WorkspaceKeys, events: list[StoredEvent]) -> list[Command]:
+        """``apply`` for each event, merged: one SADD of the batch's sessions (between purges)."""
+        writes: list[Command] = []
+        seen: dict[str, None] = {}
+        for event in events:
+            if event.type not in RELEVANT:
+                continue
+            if event.type == OrchestrationPurged.type:
+                if seen:
+                    writes.append(("SADD", keys.sessions, *seen))
+                    seen = {}
+                writes += self.drop(keys)
+            else:
+                seen[_decode_session(event.payload).sessionID] = None
+        if seen:
+            writes.append(("SADD", keys.sessions, *seen))
+        return writes
 
     def drop(self, keys: WorkspaceKeys) -> list[Command]:
         return [("DEL", keys.sessions)]

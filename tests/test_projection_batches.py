@@ -1,5 +1,7 @@
-"""Folding a batch at a time: the log's ``apply_batch`` and the runner's merging of writes
-leave the same read model as folding one event at a time."""
+"""Folding a batch at a time: a projection's ``apply_batch`` and the runner's merging of
+writes leave the same read model as folding one event at a time."""
+
+from collections.abc import Callable
 
 import msgspec
 import pytest
@@ -8,31 +10,32 @@ from redis.asyncio import Redis
 from orchestrator.eventlog import EventLog
 from orchestrator.events import OrchestrationPurged, StoredEvent, new_event
 from orchestrator.keys import WorkspaceKeys
-from projections.base import Command
+from projections.base import BatchProjection, Command
 from projections.log import LogProjection
 from projections.runner import _MAX_WORDS, Projector, _coalesce, _split, _words
+from projections.sessions import SessionsProjection
 from tests.test_projector import append_all, history, snapshot
 
 
 class OneAtATime:
-    """The log projection without ``apply_batch``: the runner folds it event by event."""
+    """A projection without its ``apply_batch``: the runner folds it event by event."""
 
-    name = LogProjection.name
-
-    def __init__(self) -> None:
-        self.log = LogProjection()
+    def __init__(self, projection: BatchProjection) -> None:
+        self.projection = projection
+        self.name = projection.name
 
     def apply(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
-        return self.log.apply(keys, event)
+        return self.projection.apply(keys, event)
 
     def drop(self, keys: WorkspaceKeys) -> list[Command]:
-        return self.log.drop(keys)
+        return self.projection.drop(keys)
 
 
 @pytest.mark.anyio
 @pytest.mark.parametrize("batch", [1, 97, 1000])
-async def test_a_batch_at_a_time_builds_the_same_log(
-    client: Redis, workspace: str, batch: int
+@pytest.mark.parametrize("make", [LogProjection, SessionsProjection])
+async def test_a_batch_at_a_time_builds_the_same_read_model(
+    client: Redis, workspace: str, batch: int, make: Callable[[], BatchProjection]
 ) -> None:
     events = history(400, seed=batch)
     events.insert(150, new_event(OrchestrationPurged(purged=["tool_logs"])))
@@ -41,8 +44,8 @@ async def test_a_batch_at_a_time_builds_the_same_log(
     last = await append_all(log, workspace, events)
     assert await append_all(log, reference, events) == last
 
-    assert await Projector(log, [LogProjection()], batch=batch).catch_up(workspace) == last
-    assert await Projector(log, [OneAtATime()], batch=batch).catch_up(reference) == last
+    assert await Projector(log, [make()], batch=batch).catch_up(workspace) == last
+    assert await Projector(log, [OneAtATime(make())], batch=batch).catch_up(reference) == last
     assert await snapshot(client, workspace) == await snapshot(client, reference)
 
 
