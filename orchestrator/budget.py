@@ -59,12 +59,15 @@ def decide_caps(plan: Plan, patch: dict[str, Any], now: int, limits: Limits) -> 
 
 
 def _entry_exceeded(before: Entry, after: Entry) -> list[tuple[str, float, float]]:
+    """The entry budgets this report's spend reaches, once: when it crosses the budget, or
+    is the first spend against a budget of 0 (which no spend crosses)."""
     crossed = []
-    if after.budget_usd is not None and before.spent_usd < after.budget_usd <= after.spent_usd:
-        crossed.append(("budget_usd", after.budget_usd, after.spent_usd))
-    rounds = after.budget_rounds
-    if rounds is not None and before.rounds_completed < rounds <= after.rounds_completed:
-        crossed.append(("budget_rounds", float(rounds), float(after.rounds_completed)))
+    usd, was, now = after.budget_usd, before.spent_usd, after.spent_usd
+    if usd is not None and was < now and usd <= now and (was < usd or was == 0):
+        crossed.append(("budget_usd", usd, now))
+    rounds, done, used = after.budget_rounds, before.rounds_completed, after.rounds_completed
+    if rounds is not None and done < used and rounds <= used and (done < rounds or done == 0):
+        crossed.append(("budget_rounds", float(rounds), float(used)))
     return crossed
 
 
