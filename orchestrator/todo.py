@@ -10,6 +10,7 @@ import msgspec
 
 from orchestrator.errors import Conflict, ValidationFailed
 from orchestrator.events import (
+    BudgetExceeded,
     EntryBudgetChanged,
     EntryBudgetLocked,
     EntryCreated,
@@ -24,6 +25,7 @@ from orchestrator.fields import EntityID, Name, Text
 from orchestrator.ids import mint
 from orchestrator.model import (
     ACTIVE,
+    TRANSITIONS,
     Count,
     Entry,
     EntryStatus,
@@ -251,12 +253,39 @@ def _editable_budget(entry: Entry) -> None:
         )
 
 
+def _already_spent(plan: Plan, entry: Entry, changed: Entry, now: int) -> tuple[Entry, list[Any]]:
+    """A budget set at or below what the entry has already spent is spent: say so, and block
+    the entry, as the usage report that crossed it would have."""
+    spent: list[tuple[str, float, float]] = []
+    usd = changed.budget_usd
+    if (
+        usd is not None
+        and usd != entry.budget_usd
+        and entry.spent_usd > 0
+        and usd <= entry.spent_usd
+    ):
+        spent.append(("budget_usd", usd, entry.spent_usd))
+    rounds, done = changed.budget_rounds, entry.rounds_completed
+    if rounds is not None and rounds != entry.budget_rounds and done > 0 and rounds <= done:
+        spent.append(("budget_rounds", float(rounds), float(done)))
+    events: list[Any] = [
+        BudgetExceeded(scope="entry", cap=cap, limit=limit, spent=value, entryID=entry.id)
+        for cap, limit, value in spent
+    ]
+    if events and "blocked" in TRANSITIONS[changed.status]:
+        changed, moved = move(plan, changed, "blocked", now, "budget exceeded")
+        events += moved
+    return changed, events
+
+
 def decide_rounds(plan: Plan, entry_id: str, given: RoundsInput, now: int) -> Decision:
     entry = entry_of(plan, entry_id)
     check_version("entry", entry.version, given.version, entry_id)
     _editable_budget(entry)
     changed = bump(entry, now, budget_rounds=given.budget_rounds)
-    return Decision([RoundsChanged(entryID=entry_id, entries=[changed])], {"entry": changed})
+    events: list[Any] = [RoundsChanged(entryID=entry_id, entries=[changed])]
+    changed, spent = _already_spent(plan, entry, changed, now)
+    return Decision(events + spent, {"entry": changed})
 
 
 def decide_budget(plan: Plan, entry_id: str, given: EntryBudgetInput, now: int) -> Decision:
@@ -264,7 +293,9 @@ def decide_budget(plan: Plan, entry_id: str, given: EntryBudgetInput, now: int) 
     check_version("entry", entry.version, given.version, entry_id)
     _editable_budget(entry)
     changed = bump(entry, now, budget_usd=given.budget_usd)
-    return Decision([EntryBudgetChanged(entryID=entry_id, entries=[changed])], {"entry": changed})
+    events: list[Any] = [EntryBudgetChanged(entryID=entry_id, entries=[changed])]
+    changed, spent = _already_spent(plan, entry, changed, now)
+    return Decision(events + spent, {"entry": changed})
 
 
 def decide_lock_budget(plan: Plan, entry_id: str, now: int) -> Decision:
