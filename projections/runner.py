@@ -24,6 +24,7 @@ from orchestrator.events import OrchestrationPurged, StoredEvent
 from orchestrator.keys import WorkspaceKeys
 from projections.base import BatchProjection, Command, Projection, Word
 from projections.config import ConfigProjection
+from projections.imports import ImportsProjection
 from projections.log import LogProjection
 from projections.plan import PlanProjection
 from projections.questions import QuestionsProjection
@@ -39,6 +40,7 @@ def all_projections() -> list[Projection]:
         QuestionsProjection(),
         SessionsProjection(),
         PlanProjection(),
+        ImportsProjection(),
     ]
 
 
@@ -53,12 +55,16 @@ _YIELD_EVERY = 100  # events projected between two turns of the event loop
 def _coalesce(commands: list[Command]) -> list[list[Word]]:
     """Merge additive commands on the same key (between other commands) into one each, of at
     most ``_MAX_WORDS`` words after the key. A set member added twice is added once (a
-    batch's index keys and session ids repeat on almost every event)."""
+    batch's index keys and session ids repeat on almost every event); increments of the same
+    field in a row are summed."""
     merged: list[list[Word]] = []
     open_runs: dict[tuple[Word, Word], list[Word]] = {}
     members: dict[tuple[Word, Word], dict[Word, None]] = {}
     for command in commands:
         verb = command[0]
+        if verb == "HINCRBY" and merged and _same_counter(merged[-1], command):
+            merged[-1][3] += command[3]  # type: ignore[operator]  # one count per tool call
+            continue
         if verb not in _ADDITIVE or (verb == "ZADD" and isinstance(command[2], str)):
             open_runs.clear()  # a barrier (DEL, ZREM, ZADD with flags...): keep order around it
             members.clear()
@@ -89,6 +95,16 @@ def _words(command: list[Word]) -> list[object]:
         msgspec.Raw(b"\xdb" + len(w).to_bytes(4, "big") + w) if isinstance(w, bytes) else w
         for w in command
     ]
+
+
+def _same_counter(previous: list[Word], command: Command) -> bool:
+    """Two HINCRBYs in a row of the same integer field: one with their sum does the same."""
+    return (
+        previous[0] == "HINCRBY"
+        and previous[1:3] == list(command[1:3])
+        and isinstance(previous[3], int)
+        and isinstance(command[3], int)
+    )
 
 
 def _split(commands: list[Command]) -> list[list[Word]]:

@@ -80,3 +80,20 @@ def test_bytes_travel_as_msgpack_strings() -> None:
     assert msgspec.msgpack.encode(command) == msgspec.msgpack.encode(
         ["HSET", "h", "f", msgspec.Raw(b"\xdb\x00\x00\x00\x02\x00\xff")]
     )
+
+
+def test_increments_of_one_field_in_a_row_are_summed() -> None:
+    commands: list[Command] = [
+        ("HINCRBY", "plan", "tool_calls", 1),
+        ("HINCRBY", "plan", "tool_calls", 2),
+        ("HINCRBY", "plan", "other", 1),
+        ("HSET", "plan", "tool_calls", 0),
+        ("HINCRBY", "plan", "tool_calls", 1),
+        ("HINCRBY", "plan", "tool_calls", 1),
+    ]
+    assert _coalesce(commands) == [
+        ["HINCRBY", "plan", "tool_calls", 3],
+        ["HINCRBY", "plan", "other", 1],
+        ["HSET", "plan", "tool_calls", 0],
+        ["HINCRBY", "plan", "tool_calls", 2],
+    ]
