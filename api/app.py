@@ -101,6 +101,7 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
         s = build(settings, replica_id, redis, blocking)
+        app.state.services = s  # for end_streams, which the server calls from outside
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(s.eventlog.run_batcher)
@@ -124,6 +125,14 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
         middleware=[Middleware(BindRequest)],
     )
+
+
+def end_streams(app: Starlette) -> None:
+    """The server is shutting down: end every SSE stream now, each with a frame telling its
+    client to reconnect, rather than cut them off when the graceful timeout runs out."""
+    services: Services | None = getattr(app.state, "services", None)
+    if services is not None:
+        services.feed.close()
 
 
 class BindRequest:

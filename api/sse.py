@@ -114,8 +114,9 @@ async def stream(
             if fresh:
                 yield b"".join(fresh)
                 position = frames[-1][0]
-            elif subscriber.overflowed:
-                details = {"reason": "slow_consumer", "last_seq": position}
+            elif subscriber.overflowed or subscriber.closed:
+                reason = "slow_consumer" if subscriber.overflowed else "shutdown"
+                details = {"reason": reason, "last_seq": position}
                 yield control_frame(kind, "reconnect", position, details)
                 return
             elif not frames:

@@ -5,9 +5,10 @@ import asyncio
 import gc
 import json
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from typing import TypeVar
 
@@ -25,6 +26,7 @@ T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 GC_THRESHOLDS = (50_000, 20, 100)  # CPython's defaults: (700, 10, 10)
+STARTUP_FAILURE = 3  # uvicorn's exit code when the app fails to start
 
 
 @contextmanager
@@ -52,9 +54,15 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, end_streams
     from api.auth import AuthGate
     from api.fastpath import SSEFastPath
+
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            # Before uvicorn waits for open responses to finish: SSE streams never would.
+            end_streams(app)
+            await super().shutdown(sockets)
 
     # Thousands of long-lived SSE connections keep ~1.8 M objects tracked by the collector;
     # with CPython's default thresholds a broadcast's allocations set off full collections
@@ -69,8 +77,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         if ready is None:
             return 2
         print(f"orchestrator serving on http://{args.host}:{args.port}", file=sys.stderr)
-        uvicorn.run(
-            AuthGate(SSEFastPath(create_app(ready))),
+        app = create_app(ready)
+        config = uvicorn.Config(
+            AuthGate(SSEFastPath(app)),
             host=args.host,
             port=args.port,
             log_level=args.log_level.lower(),
@@ -79,6 +88,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             http=args.http,
             timeout_graceful_shutdown=5,
         )
+        server = Server(config)
+        with suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn shut down, then re-raised it
+            server.run()
+        if not server.started:
+            return STARTUP_FAILURE
     return 0
 
 

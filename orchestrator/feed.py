@@ -53,13 +53,18 @@ class Subscriber:
     cost a scope, a timer and two sets per wake-up, and its garbage drove the collector).
     """
 
-    __slots__ = ("_capacity", "_frames", "_waiter", "overflowed")
+    __slots__ = ("_capacity", "_frames", "_waiter", "closed", "overflowed")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._frames: list[Frame] = []
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
+        self.closed = False  # the server is shutting down: end the stream
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
 
     def push(self, frames: list[Frame]) -> bool:
         """Queue the frames of one read from the log without waiting, all or none.
@@ -84,7 +89,7 @@ class Subscriber:
 
     async def next(self, wait_s: float) -> list[Frame]:
         """Every queued frame, waiting up to ``wait_s`` for one (empty list if none came)."""
-        if not self._frames and not self.overflowed:
+        if not self._frames and not self.overflowed and not self.closed:
             loop = asyncio.get_running_loop()
             self._waiter = waiter = loop.create_future()
             timer = loop.call_later(wait_s, self._wake)
@@ -129,6 +134,7 @@ class Feed:
         self.counted_kind = counted_kind
         self._feeds: dict[str, WorkspaceFeed] = {}
         self._task_group: TaskGroup | None = None
+        self._closed = False
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -157,6 +163,15 @@ class Feed:
         """Workspaces with live subscribers in this process."""
         return list(self._feeds)
 
+    def close(self) -> None:
+        """The server is shutting down: every subscriber, now or later, ends its stream (its
+        client reconnects to another replica) instead of holding the shutdown up."""
+        self._closed = True
+        for feed in self._feeds.values():
+            for subscribers in feed.subscribers.values():
+                for subscriber in subscribers:
+                    subscriber.close()
+
     @asynccontextmanager
     async def subscribe(self, workspace_id: str, kind: str) -> AsyncIterator[Subscriber]:
         """Register a subscriber. Every event with seq > ``cursor_at_subscribe`` will be pushed
@@ -168,6 +183,8 @@ class Feed:
             feed = self._feeds[workspace_id] = WorkspaceFeed(workspace_id)
             self._task_group.start_soon(self._read, feed)
         subscriber = Subscriber(self.queue_size)
+        if self._closed:
+            subscriber.close()
         feed.subscribers.setdefault(kind, set()).add(subscriber)
         self._counted(feed, kind)
         try:
