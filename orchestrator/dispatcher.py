@@ -72,6 +72,9 @@ class Dispatcher:
     async def release(self) -> None:
         """Hand over the workspaces this replica leads (on shutdown), so that another replica
         takes them at its next tick instead of after the lease period."""
-        for ws in list(self.leading):
-            await LEASE(self.redis, [WorkspaceKeys(ws).dispatcher], [self.replica_id, "0"])
+        try:
+            for ws in list(self.leading):
+                await LEASE(self.redis, [WorkspaceKeys(ws).dispatcher], [self.replica_id, "0"])
+        except (RedisError, OSError) as exc:  # Redis is down: the leases expire by themselves
+            log.warning("dispatcher.release_failed", error=str(exc))
         self.leading.clear()
