@@ -18,7 +18,7 @@ async def status(request: Request) -> Response:
     plan = await commands.plan(request)
     ws = decode.path_id(request, "workspaceID")
     holder = await services(request).dispatcher.holder(ws)
-    return JSON({"executor": executor.status_view(plan, now_ms(), _limits(request), holder)})
+    return JSON(executor.status_view(plan, now_ms(), _limits(request), holder))
 
 
 async def _watch(request: Request) -> None:
@@ -122,7 +122,7 @@ async def fail(request: Request) -> Response:
 
 async def get_budget(request: Request) -> Response:
     plan = await commands.plan(request)
-    return JSON({"budget": budget.budget_view(plan, now_ms(), _limits(request))})
+    return JSON(budget.budget_view(plan, now_ms(), _limits(request)))
 
 
 async def patch_budget(request: Request) -> Response:

@@ -7,13 +7,14 @@ from api import commands, decode
 from api.responses import JSON
 from api.state import services
 from orchestrator import phases
+from orchestrator import results as r
 from orchestrator.rules import phase_of
 from projections.plan import read_memory
 from projections.sessions import read_sessions
 
 
 async def list_phases(request: Request) -> Response:
-    return JSON({"phases": (await commands.plan(request)).ordered_phases()})
+    return JSON(r.Phases(phases=(await commands.plan(request)).ordered_phases()))
 
 
 async def create_phase(request: Request) -> Response:
@@ -29,7 +30,7 @@ def _phase_id(request: Request) -> str:
 
 
 async def get_phase(request: Request) -> Response:
-    return JSON({"phase": phase_of(await commands.plan(request), _phase_id(request))})
+    return JSON(r.PhaseBody(phase=phase_of(await commands.plan(request), _phase_id(request))))
 
 
 async def patch_phase(request: Request) -> Response:
@@ -59,9 +60,8 @@ async def get_memory(request: Request) -> Response:
     phase = phase_of(await commands.plan(request), phase_id)
     ws = decode.path_id(request, "workspaceID")
     notes = await read_memory(services(request).redis, ws, phase.id)
-    return JSON(
-        {"notes": notes, "count": len(notes), "limit": services(request).settings.max_memory_notes}
-    )
+    limit = services(request).settings.max_memory_notes
+    return JSON(r.Memory(notes=notes, count=len(notes), limit=limit))
 
 
 async def add_memory(request: Request) -> Response:
@@ -110,19 +110,4 @@ async def prompt_session(request: Request) -> Response:
 async def list_sessions(request: Request) -> Response:
     plan = await commands.plan(request)
     ws = decode.path_id(request, "workspaceID")
-    found = await read_sessions(services(request).redis, ws)
-    leases = {lease.sessionID: lease for lease in plan.leases.values()}
-    phase_sessions = {p.session_id: p.id for p in plan.phases.values() if p.session_id}
-    return JSON(
-        {
-            "sessions": [
-                {
-                    **s,
-                    "lease": leases.get(s["id"]),
-                    "entryID": leases[s["id"]].entryID if s["id"] in leases else None,
-                    "phaseID": phase_sessions.get(s["id"]),
-                }
-                for s in found
-            ]
-        }
-    )
+    return JSON(await read_sessions(services(request).redis, ws, plan))

@@ -7,6 +7,7 @@ from api import decode
 from api.responses import JSON, raw_json
 from api.state import services
 from orchestrator import questions
+from orchestrator import results as r
 from orchestrator.errors import NotFound
 
 
@@ -35,7 +36,7 @@ async def raise_question(request: Request) -> Response:
     given = decode.decode(raw, questions.QuestionInput)
     idem = decode.idempotency(request, "question", raw)
     question = await questions.raise_question(services(request).orchestrator, ws, given, idem)
-    return JSON({"question": question}, 201)
+    return JSON(r.QuestionBody(question=question), 201)
 
 
 async def answer_question(request: Request) -> Response:
@@ -46,7 +47,7 @@ async def answer_question(request: Request) -> Response:
     idem = decode.idempotency(request, f"answer:{question_id}", raw)
     orch = services(request).orchestrator
     await questions.answer_question(orch, ws, question_id, given.answers, idem)
-    return JSON({"answered": True})
+    return JSON(r.Answered(answered=True))
 
 
 async def reject_question(request: Request) -> Response:
@@ -57,4 +58,4 @@ async def reject_question(request: Request) -> Response:
     idem = decode.idempotency(request, f"reject:{question_id}", raw)
     orch = services(request).orchestrator
     await questions.reject_question(orch, ws, question_id, given.reason, idem)
-    return JSON({"rejected": True})
+    return JSON(r.Rejected(rejected=True))

@@ -6,6 +6,7 @@ from starlette.responses import Response
 from api import commands, decode
 from api.responses import JSON, raw_json
 from api.state import services
+from orchestrator import results as r
 from orchestrator import todo
 from orchestrator.rules import entry_of
 from projections.plan import read_todo_events
@@ -55,7 +56,7 @@ def _entry_id(request: Request) -> str:
 
 async def get_entry(request: Request) -> Response:
     plan = await commands.plan(request)
-    return JSON({"entry": entry_of(plan, _entry_id(request))})
+    return JSON(r.EntryBody(entry=entry_of(plan, _entry_id(request))))
 
 
 async def delete_entry(request: Request) -> Response:
@@ -130,7 +131,7 @@ async def lock_budget(request: Request) -> Response:
 
 async def get_spec(request: Request) -> Response:
     entry = entry_of(await commands.plan(request), _entry_id(request))
-    return JSON({"spec": entry.spec, "frozen": entry.spec_frozen, "version": entry.version})
+    return JSON(r.SpecBody(spec=entry.spec, frozen=entry.spec_frozen, version=entry.version))
 
 
 async def put_spec(request: Request) -> Response:

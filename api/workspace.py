@@ -8,6 +8,7 @@ from api.responses import JSON, raw_json
 from api.sse import EVENTS, TOOL_CALLS, EventStreamResponse, stream
 from api.state import services
 from orchestrator import config, purge, toolcalls
+from orchestrator import results as r
 from orchestrator.errors import InvalidInput
 from orchestrator.feed import StreamKind
 from orchestrator.keys import LOG_FILTER_FIELDS
@@ -49,7 +50,7 @@ async def log_stream(request: Request) -> Response:
 
 async def events_connections(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
-    return JSON({"count": await services(request).subscribers.total(ws)})
+    return JSON(r.Count(count=await services(request).subscribers.total(ws)))
 
 
 def _log_query(request: Request) -> LogQuery:
@@ -82,7 +83,7 @@ def _log_query(request: Request) -> LogQuery:
 async def get_log(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
     page = await services(request).views.log(ws, _log_query(request))
-    meta = JSON({"page": page.page, "limit": page.limit, "total": page.total, "pages": page.pages})
+    meta = JSON(r.PageMeta(page=page.page, limit=page.limit, total=page.total, pages=page.pages))
     return raw_json(b'{"items":[' + b",".join(page.items) + b'],"meta":' + meta.body + b"}")
 
 
@@ -92,7 +93,8 @@ async def post_log(request: Request) -> Response:
     inputs = decode.tool_calls(raw)
     idem = decode.idempotency(request, "log", raw)
     recorded = await toolcalls.record_tool_calls(services(request).orchestrator, ws, inputs, idem)
-    return JSON({"items": recorded}, 201)
+    items = [r.RecordedCall(seq=c.seq, callID=c.callID) for c in recorded]
+    return JSON(r.Recorded(items=items), 201)
 
 
 async def get_debug_dump(request: Request) -> Response:
@@ -112,4 +114,4 @@ async def post_purge(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
     raw = await decode.body(request)
     idem = decode.idempotency(request, "purge", raw)
-    return JSON({"purged": await purge.purge(services(request).orchestrator, ws, idem)})
+    return JSON(r.Purged(purged=await purge.purge(services(request).orchestrator, ws, idem)))

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from orchestrator import results as r
 from orchestrator.errors import ValidationFailed
 from orchestrator.events import BudgetExceeded, BudgetUpdated, SessionID, UsageReported
 from orchestrator.executor import Limits, exceeded_caps, pause_for_budget, worker_slots
@@ -26,19 +27,24 @@ class UsageInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     rounds: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
 
 
-def budget_view(plan: Plan, now: int, limits: Limits) -> dict[str, Any]:
-    return {
-        "caps": plan.caps,
-        "usage": {
-            "cost_usd": plan.usage.cost_usd,
-            "tokens": plan.usage.tokens,
-            "tool_calls": plan.tool_calls,
-            "wall_ms": plan.executor.wall_ms(now),
-            "workers": sum(1 for e in plan.entries.values() if e.status in ACTIVE),
-            "max_workers": worker_slots(plan, limits),
-        },
-        "exceeded": [cap for cap, _, _ in exceeded_caps(plan, now)],
-    }
+def usage_view(plan: Plan, now: int, limits: Limits) -> r.UsageView:
+    return r.UsageView(
+        cost_usd=plan.usage.cost_usd,
+        tokens=plan.usage.tokens,
+        tool_calls=plan.tool_calls,
+        wall_ms=plan.executor.wall_ms(now),
+        workers=sum(1 for e in plan.entries.values() if e.status in ACTIVE),
+        max_workers=worker_slots(plan, limits),
+    )
+
+
+def budget_view(plan: Plan, now: int, limits: Limits) -> r.BudgetBody:
+    view = r.BudgetView(
+        caps=plan.caps,
+        usage=usage_view(plan, now, limits),
+        exceeded=[cap for cap, _, _ in exceeded_caps(plan, now)],
+    )
+    return r.BudgetBody(budget=view)
 
 
 def decide_caps(plan: Plan, patch: dict[str, Any], now: int, limits: Limits) -> Decision:
@@ -55,7 +61,7 @@ def decide_caps(plan: Plan, patch: dict[str, Any], now: int, limits: Limits) -> 
     after = replace(plan, caps=caps)
     events: list[Any] = [BudgetUpdated(caps=caps)]
     events += pause_for_budget(after, now)
-    return Decision(events, {"budget": budget_view(after, now, limits)})
+    return Decision(events, budget_view(after, now, limits))
 
 
 def _entry_exceeded(before: Entry, after: Entry) -> list[tuple[str, float, float]]:
@@ -122,4 +128,4 @@ def decide_usage(plan: Plan, given: UsageInput, now: int, limits: Limits) -> Dec
             for c, lim, v in exceeded_caps(after, now)
             if c not in before
         ]
-    return Decision(events, {"usage": budget_view(after, now, limits)["usage"]})
+    return Decision(events, r.UsageBody(usage=usage_view(after, now, limits)))

@@ -11,8 +11,7 @@ runs it on one replica per workspace.
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
-
+from orchestrator import results as r
 from orchestrator.errors import Conflict
 from orchestrator.events import (
     BudgetExceeded,
@@ -26,6 +25,7 @@ from orchestrator.events import (
 )
 from orchestrator.model import ACTIVE, TRANSITIONS, Entry, ExecutorState, Plan
 from orchestrator.plan import Decision
+from orchestrator.results import Diagnostic, Reason
 from orchestrator.rules import bump, move, release, replace
 
 
@@ -37,18 +37,6 @@ class Limits:
     max_attempts: int = 3  # attempts (lease expiries, retried failures) before an entry fails
     lease_ms: int = 30_000  # a worker lease runs this long past each heartbeat
     claim_ms: int = 300_000  # a dispatched entry nobody claims goes back to pending after this
-
-
-class Reason(msgspec.Struct, frozen=True, omit_defaults=True):
-    code: str
-    message: str
-    ids: list[str] = msgspec.field(default_factory=list)
-
-
-class Diagnostic(msgspec.Struct, frozen=True):
-    entryID: str
-    dispatched: bool
-    reasons: list[Reason]
 
 
 # Budgets
@@ -99,17 +87,17 @@ def _stop_clock(state: ExecutorState, now: int, status: str, reason: str | None)
 def decide_start(plan: Plan, now: int) -> Decision:
     state = plan.executor
     if state.status == "running":
-        return Decision([], {"started": True})
+        return Decision([], r.Started(started=True))
     started = replace(
         state, status="running", reason=None, running_since=now, started_at=state.started_at or now
     )
-    return Decision([ExecutorStarted(executor=started)], {"started": True})
+    return Decision([ExecutorStarted(executor=started)], r.Started(started=True))
 
 
 def decide_pause(plan: Plan, now: int, reason: str = "paused by operator") -> Decision:
     state = plan.executor
     if state.status == "paused":
-        return Decision([], {"paused": True})
+        return Decision([], r.Paused(paused=True))
     if state.status != "running":
         raise Conflict(
             "the executor is not running; start it first",
@@ -117,13 +105,13 @@ def decide_pause(plan: Plan, now: int, reason: str = "paused by operator") -> De
             code="EXECUTOR_NOT_RUNNING",
         )
     paused = _stop_clock(state, now, "paused", reason)
-    return Decision([ExecutorPaused(reason=reason, executor=paused)], {"paused": True})
+    return Decision([ExecutorPaused(reason=reason, executor=paused)], r.Paused(paused=True))
 
 
 def decide_resume(plan: Plan, now: int) -> Decision:
     state = plan.executor
     if state.status == "running":
-        return Decision([], {"resumed": True})
+        return Decision([], r.Resumed(resumed=True))
     if state.status != "paused":
         raise Conflict(
             "the executor is stopped, not paused; start it instead",
@@ -131,7 +119,7 @@ def decide_resume(plan: Plan, now: int) -> Decision:
             code="EXECUTOR_NOT_PAUSED",
         )
     resumed = replace(state, status="running", reason=None, running_since=now)
-    return Decision([ExecutorResumed(executor=resumed)], {"resumed": True})
+    return Decision([ExecutorResumed(executor=resumed)], r.Resumed(resumed=True))
 
 
 def decide_stop_all(plan: Plan, now: int) -> Decision:
@@ -149,7 +137,7 @@ def decide_stop_all(plan: Plan, now: int) -> Decision:
     released = [lease.id for lease in plan.leases.values()]
     stopped = _stop_clock(plan.executor, now, "stopped", "stopped by operator")
     events.append(ExecutorStopped(executor=stopped))
-    return Decision(events, {"stopped": True, "released": released, "returned": returned})
+    return Decision(events, r.Stopped(stopped=True, released=released, returned=returned))
 
 
 # Dispatch
@@ -210,11 +198,11 @@ def dispatch(plan: Plan, now: int, limits: Limits) -> tuple[list[Any], list[Diag
             cap, limit, value = spent[0]
             reasons.append(Reason("budget_spent", f"{cap} is spent ({value:g} of {limit:g})"))
         if reasons:
-            diagnostics.append(Diagnostic(entry.id, False, reasons))
+            diagnostics.append(Diagnostic(entryID=entry.id, dispatched=False, reasons=reasons))
             continue
         dispatched = bump(entry, now, status="dispatched")
         events.append(EntryDispatched(entryID=entry.id, entries=[dispatched]))
-        diagnostics.append(Diagnostic(entry.id, True, []))
+        diagnostics.append(Diagnostic(entryID=entry.id, dispatched=True, reasons=[]))
         reserved.update({f: entry.id for f in entry.files})
         slots -= 1
         if not entry.parallelizable:
@@ -289,32 +277,31 @@ def decide_cycle(plan: Plan, now: int, limits: Limits, force: bool = False) -> D
     if force or (after.executor.status == "running" and not pausing):
         dispatched, diagnostics = dispatch(after, now, limits)
         events += dispatched
+    dispatched = [d.entryID for d in diagnostics if d.dispatched]
     return Decision(
         events,
-        {
-            "dispatched": [d.entryID for d in diagnostics if d.dispatched],
-            "diagnostics": diagnostics,
-            "executor": after.executor.status,
-        },
+        r.Cycle(dispatched=dispatched, diagnostics=diagnostics, executor=after.executor.status),
     )
 
 
-def status_view(plan: Plan, now: int, limits: Limits, dispatcher: str | None) -> dict[str, Any]:
+def status_view(plan: Plan, now: int, limits: Limits, dispatcher: str | None) -> r.ExecutorBody:
     counts: dict[str, int] = {}
     for entry in plan.entries.values():
         counts[entry.status] = counts.get(entry.status, 0) + 1
     state = plan.executor
-    return {
-        "status": state.status,
-        "reason": state.reason,
-        "started_at": state.started_at,
-        "wall_ms": state.wall_ms(now),
-        "dispatcher": dispatcher,
-        "workers": {
-            "active": sum(counts.get(s, 0) for s in ACTIVE),
-            "max": worker_slots(plan, limits),
-            "leases": len(plan.leases),
-        },
-        "entries": counts,
-        "exceeded": [cap for cap, _, _ in exceeded_caps(plan, now)],
-    }
+    workers = r.WorkerCounts(
+        active=sum(counts.get(s, 0) for s in ACTIVE),
+        max=worker_slots(plan, limits),
+        leases=len(plan.leases),
+    )
+    status = r.ExecutorStatus(
+        status=state.status,
+        reason=state.reason,
+        started_at=state.started_at,
+        wall_ms=state.wall_ms(now),
+        dispatcher=dispatcher,
+        workers=workers,
+        entries=counts,
+        exceeded=[cap for cap, _, _ in exceeded_caps(plan, now)],
+    )
+    return r.ExecutorBody(executor=status)

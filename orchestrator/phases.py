@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from orchestrator import results as r
 from orchestrator.errors import Conflict, NotFound, TooLarge
 from orchestrator.events import (
     MemoryAdded,
@@ -90,7 +91,7 @@ def decide_create(plan: Plan, given: PhaseInput, now: int) -> Decision:
         created_at=now,
         updated_at=now,
     )
-    return Decision([PhaseCreated(phaseID=phase_id, phases=[phase])], {"phase": phase})
+    return Decision([PhaseCreated(phaseID=phase_id, phases=[phase])], r.PhaseBody(phase=phase))
 
 
 def _check_phase_transition(phase: Phase, to: str) -> None:
@@ -146,7 +147,7 @@ def decide_update(plan: Plan, phase_id: str, given: PhasePatch, now: int) -> Dec
         events.append(PhaseUpdated(phaseID=phase_id, phases=[phase]))
     if given.status is not None and given.status != phase.status:
         events += _status_events(plan, phase, given.status, now, "changed by operator")
-    return Decision(events, {"phase": _latest(events, phase)})
+    return Decision(events, r.PhaseBody(phase=_latest(events, phase)))
 
 
 def _latest(events: list[Any], phase: Phase) -> Phase:
@@ -208,7 +209,7 @@ def decide_verify(plan: Plan, phase_id: str, now: int) -> Decision:
     elif phase.phase_rounds is not None and rounds >= phase.phase_rounds:
         events += _status_events(after, verified, "failed", now, f"failed verify {rounds} times")
     return Decision(
-        events, {"phase": _latest(events, verified), "passed": passed, "results": results}
+        events, r.Verified(phase=_latest(events, verified), passed=passed, results=results)
     )
 
 
@@ -226,7 +227,7 @@ def decide_memory(
     notes = [MemoryNote(text=n.text, sessionID=n.sessionID, created_at=now) for n in given.notes]
     counted = replace(phase, memory_count=phase.memory_count + len(notes), updated_at=now)
     event = MemoryAdded(phaseID=phase_id, notes=notes, phases=[counted])
-    return Decision([event], {"notes": notes, "count": counted.memory_count})
+    return Decision([event], r.NotesAdded(notes=notes, count=counted.memory_count))
 
 
 def decide_prompt(plan: Plan, given: PromptInput, session_id: str | None, now: int) -> Decision:
@@ -251,4 +252,4 @@ def decide_prompt(plan: Plan, given: PromptInput, session_id: str | None, now: i
         entryID=given.entryID,
         created_at=now,
     )
-    return Decision([prompt], {"prompt": prompt})
+    return Decision([prompt], r.PromptBody(prompt=prompt))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from orchestrator import results as r
 from orchestrator.errors import Conflict, ValidationFailed
 from orchestrator.events import (
     BudgetExceeded,
@@ -104,20 +105,9 @@ class TodoInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen
     project_context: Annotated[str, msgspec.Meta(max_length=65_536)]
 
 
-class TodoDocument(msgspec.Struct, kw_only=True, frozen=True):
-    """``GET /todo``: the TODO with its entries (by seq) and phases (by order)."""
-
-    id: str | None
-    version: int
-    created_at: int | None
-    project_context: str
-    entries: list[Entry]
-    phases: list[Any]
-
-
-def document(plan: Plan) -> TodoDocument:
+def document(plan: Plan) -> r.TodoDocument:
     todo = plan.todo
-    return TodoDocument(
+    return r.TodoDocument(
         id=todo.id if todo else None,
         version=plan.version,
         created_at=todo.created_at if todo else None,
@@ -223,7 +213,7 @@ def decide_create(plan: Plan, given: list[EntryInput], now: int) -> Decision:
         todo = replace(todo, next_seq=todo.next_seq + 1)
         created.append(entry)
         events.append(EntryCreated(entryID=entry.id, entries=[entry], todo=todo))
-    return Decision(events, {"entries": created})
+    return Decision(events, r.EntriesBody(entries=created))
 
 
 def decide_update_todo(plan: Plan, given: TodoInput, now: int) -> Decision:
@@ -239,9 +229,9 @@ def decide_status(plan: Plan, entry_id: str, given: StatusInput, now: int) -> De
     entry = entry_of(plan, entry_id)
     check_version("entry", entry.version, given.version, entry_id)
     if given.status == entry.status:
-        return Decision([], {"entry": entry})
+        return Decision([], r.EntryBody(entry=entry))
     moved, events = move(plan, entry, given.status, now, given.reason)
-    return Decision(events, {"entry": moved})
+    return Decision(events, r.EntryBody(entry=moved))
 
 
 def _editable_budget(entry: Entry) -> None:
@@ -285,7 +275,7 @@ def decide_rounds(plan: Plan, entry_id: str, given: RoundsInput, now: int) -> De
     changed = bump(entry, now, budget_rounds=given.budget_rounds)
     events: list[Any] = [RoundsChanged(entryID=entry_id, entries=[changed])]
     changed, spent = _already_spent(plan, entry, changed, now)
-    return Decision(events + spent, {"entry": changed})
+    return Decision(events + spent, r.EntryBody(entry=changed))
 
 
 def decide_budget(plan: Plan, entry_id: str, given: EntryBudgetInput, now: int) -> Decision:
@@ -295,22 +285,26 @@ def decide_budget(plan: Plan, entry_id: str, given: EntryBudgetInput, now: int) 
     changed = bump(entry, now, budget_usd=given.budget_usd)
     events: list[Any] = [EntryBudgetChanged(entryID=entry_id, entries=[changed])]
     changed, spent = _already_spent(plan, entry, changed, now)
-    return Decision(events + spent, {"entry": changed})
+    return Decision(events + spent, r.EntryBody(entry=changed))
 
 
 def decide_lock_budget(plan: Plan, entry_id: str, now: int) -> Decision:
     entry = entry_of(plan, entry_id)
     if entry.budget_locked:
-        return Decision([], {"entry": entry})
+        return Decision([], r.EntryBody(entry=entry))
     changed = bump(entry, now, budget_locked=True)
-    return Decision([EntryBudgetLocked(entryID=entry_id, entries=[changed])], {"entry": changed})
+    return Decision(
+        [EntryBudgetLocked(entryID=entry_id, entries=[changed])], r.EntryBody(entry=changed)
+    )
 
 
 def decide_priority(plan: Plan, entry_id: str, given: PriorityInput, now: int) -> Decision:
     entry = entry_of(plan, entry_id)
     check_version("entry", entry.version, given.version, entry_id)
     changed = bump(entry, now, priority=given.priority)
-    return Decision([PriorityChanged(entryID=entry_id, entries=[changed])], {"entry": changed})
+    return Decision(
+        [PriorityChanged(entryID=entry_id, entries=[changed])], r.EntryBody(entry=changed)
+    )
 
 
 def decide_spec(plan: Plan, entry_id: str, given: SpecInput, now: int) -> Decision:
@@ -323,15 +317,15 @@ def decide_spec(plan: Plan, entry_id: str, given: SpecInput, now: int) -> Decisi
             code="SPEC_FROZEN",
         )
     changed = bump(entry, now, spec=Spec(text=given.text, acceptance=list(given.acceptance)))
-    return Decision([SpecUpdated(entryID=entry_id, entries=[changed])], {"entry": changed})
+    return Decision([SpecUpdated(entryID=entry_id, entries=[changed])], r.EntryBody(entry=changed))
 
 
 def decide_freeze(plan: Plan, entry_id: str, now: int) -> Decision:
     entry = entry_of(plan, entry_id)
     if entry.spec_frozen:
-        return Decision([], {"entry": entry})
+        return Decision([], r.EntryBody(entry=entry))
     changed = bump(entry, now, spec_frozen=True)
-    return Decision([SpecFrozen(entryID=entry_id, entries=[changed])], {"entry": changed})
+    return Decision([SpecFrozen(entryID=entry_id, entries=[changed])], r.EntryBody(entry=changed))
 
 
 def decide_delete(plan: Plan, entry_id: str, force: bool, now: int) -> Decision:
@@ -362,4 +356,4 @@ def decide_delete(plan: Plan, entry_id: str, force: bool, now: int) -> Decision:
         if e.id != entry_id and (entry_id in e.depends_on or entry_id in e.children)
     ]
     events.append(EntryDeleted(entryID=entry_id, forced=force, deleted=[entry_id], entries=touched))
-    return Decision(events, {"deleted": True, "entryID": entry_id})
+    return Decision(events, r.Deleted(deleted=True, entryID=entry_id))

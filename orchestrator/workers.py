@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from orchestrator import results as r
 from orchestrator.errors import Conflict
 from orchestrator.events import (
     EntryStarted,
@@ -40,20 +41,17 @@ class FailInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen
     retry: bool = True  # count an attempt and retry while attempts remain; false: fail now
 
 
-def _lease_view(lease: Lease) -> dict[str, Any]:
-    return {
-        "id": lease.id,
-        "entryID": lease.entryID,
-        "sessionID": lease.sessionID,
-        "expires_at": lease.expires_at,
-    }
+def _lease_view(lease: Lease) -> r.LeaseView:
+    return r.LeaseView(
+        id=lease.id, entryID=lease.entryID, sessionID=lease.sessionID, expires_at=lease.expires_at
+    )
 
 
 def decide_claim(plan: Plan, session_id: str, now: int, limits: Limits) -> Decision:
     """Lease the next dispatched entry to the session (its current one, if it holds one)."""
     held = plan.lease_of(session_id)
     if held is not None:
-        return Decision([], {"lease": _lease_view(held), "entry": plan.entries[held.entryID]})
+        return Decision([], r.Claimed(lease=_lease_view(held), entry=plan.entries[held.entryID]))
     leased = {x.entryID for x in plan.leases.values()}
     candidates = sorted(
         (e for e in plan.entries.values() if e.status == "dispatched" and e.id not in leased),
@@ -99,7 +97,7 @@ def decide_claim(plan: Plan, session_id: str, now: int, limits: Limits) -> Decis
                 entries=[started],
             )
         )
-        return Decision(events, {"lease": _lease_view(lease), "entry": started})
+        return Decision(events, r.Claimed(lease=_lease_view(lease), entry=started))
     return Decision([], None)
 
 
@@ -136,7 +134,7 @@ def decide_heartbeat(plan: Plan, lease_id: str, now: int, limits: Limits) -> Dec
         leases=[renewed],
         locks=locks,
     )
-    return Decision([event], {"lease": _lease_view(renewed)})
+    return Decision([event], r.LeaseBody(lease=_lease_view(renewed)))
 
 
 def decide_complete(plan: Plan, lease_id: str, given: CompleteInput, now: int) -> Decision:
@@ -151,20 +149,19 @@ def decide_complete(plan: Plan, lease_id: str, given: CompleteInput, now: int) -
         summary=given.summary,
         report=list(given.report),
     )
-    return Decision(events, {"entry": done})
+    return Decision(events, r.EntryBody(entry=done))
 
 
 def decide_fail(plan: Plan, lease_id: str, given: FailInput, now: int, limits: Limits) -> Decision:
     lease = _live_lease(plan, lease_id, now)
     entry = entry_of(plan, lease.entryID)
     after, events = retry_or_fail(plan, entry, now, limits, given.reason, retry=given.retry)
-    return Decision(events, {"entry": after.entries[entry.id]})
+    return Decision(events, r.EntryBody(entry=after.entries[entry.id]))
 
 
-def workers_view(plan: Plan) -> dict[str, Any]:
-    leases = sorted(plan.leases.values(), key=lambda x: x.granted_at)
-    return {"workers": leases}
+def workers_view(plan: Plan) -> r.Workers:
+    return r.Workers(workers=sorted(plan.leases.values(), key=lambda x: x.granted_at))
 
 
-def locks_view(plan: Plan) -> dict[str, Any]:
-    return {"locks": sorted(plan.locks.values(), key=lambda x: x.file)}
+def locks_view(plan: Plan) -> r.Locks:
+    return r.Locks(locks=sorted(plan.locks.values(), key=lambda x: x.file))

@@ -1,7 +1,6 @@
 """The set of agent sessions seen in the workspace: tool calls, questions, worker leases and
 prompt targets. Per-session figures are read from the tool-call log's session index."""
 
-from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -15,7 +14,9 @@ from orchestrator.events import (
     ToolCall,
 )
 from orchestrator.keys import WorkspaceKeys
+from orchestrator.model import Plan
 from orchestrator.replies import as_str
+from orchestrator.results import Session, Sessions
 from projections.base import Command
 
 RELEVANT = frozenset(
@@ -67,8 +68,11 @@ class SessionsProjection:
         return [("DEL", keys.sessions)]
 
 
-async def read_sessions(redis: Redis, workspace_id: str) -> list[dict[str, Any]]:
-    """Every session, with its tool-call count and first/last call times (epoch ms)."""
+async def read_sessions(redis: Redis, workspace_id: str, plan: Plan) -> Sessions:
+    """Every session, with its tool-call count, first/last call times (epoch ms), and what
+    the plan says of it: the lease it holds, and the phase it drives."""
+    leases = {lease.sessionID: lease for lease in plan.leases.values()}
+    phases = {p.session_id: p.id for p in plan.phases.values() if p.session_id}
     keys = WorkspaceKeys(workspace_id)
     ids = sorted(as_str(s) for s in await redis.smembers(keys.sessions))
     pipe = redis.pipeline(transaction=False)
@@ -81,12 +85,16 @@ async def read_sessions(redis: Redis, workspace_id: str) -> list[dict[str, Any]]
     sessions = []
     for i, session_id in enumerate(ids):
         count, first, last = replies[3 * i : 3 * i + 3]
+        lease = leases.get(session_id)
         sessions.append(
-            {
-                "id": session_id,
-                "tool_calls": int(count),
-                "first_call_at": int(first[0][1]) if first else None,
-                "last_call_at": int(last[0][1]) if last else None,
-            }
+            Session(
+                id=session_id,
+                tool_calls=int(count),
+                first_call_at=int(first[0][1]) if first else None,
+                last_call_at=int(last[0][1]) if last else None,
+                lease=lease,
+                entryID=lease.entryID if lease else None,
+                phaseID=phases.get(session_id),
+            )
         )
-    return sessions
+    return Sessions(sessions=sessions)

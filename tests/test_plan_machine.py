@@ -307,7 +307,7 @@ class PlanMachine(RuleBasedStateMachine):
         )
         assert decision is not None
         active = sum(1 for e in self.plan.entries.values() if e.status in ACTIVE)
-        if decision.result["dispatched"]:
+        if decision.result.dispatched:
             assert active <= worker_slots(self.plan, LIMITS)
         assert all(lease.expires_at > self.now for lease in self.plan.leases.values())
 
@@ -341,7 +341,7 @@ class PlanMachine(RuleBasedStateMachine):
         )
         assert decision is not None
         if decision.result is not None:
-            assert self.plan.leases[decision.result["lease"]["id"]].sessionID == session
+            assert self.plan.leases[decision.result.lease.id].sessionID == session
 
     @precondition(has_leases)
     @rule(data=st.data(), stray=st.sampled_from([False] * 5 + [True]))
@@ -477,7 +477,7 @@ class PlanMachine(RuleBasedStateMachine):
         before = self.plan.phases.get(phase_id)
         decision = self.run(lambda plan: phases.decide_verify(plan, phase_id, self.now))
         assert (decision is not None) == (before is not None and before.status == "active")
-        if decision is not None and decision.result["passed"]:
+        if decision is not None and decision.result.passed:
             assert self.plan.phases[phase_id].status == "completed"
 
     # Invariants
