@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # Reinstalls only when pyproject.toml changes (or the venv is new), so `make test` stays cheap.
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint fmt openapi bench clean distclean
+.PHONY: install run demo test lint fmt openapi bench clean distclean
 
 install: $(STAMP)
 
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 run: install
 	$(BIN)/orchestrator serve --host $(HOST) --port $(PORT)
+
+# Simulated workers play a small plan on the server `make run` serves (run that first, in
+# another terminal); rerunning purges the demo workspace and plays it again.
+demo: install
+	$(BIN)/orchestrator demo --url http://$(HOST):$(PORT)
 
 lint: install
 	$(BIN)/ruff check .

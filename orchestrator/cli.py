@@ -223,6 +223,10 @@ def parser() -> argparse.ArgumentParser:
         help="rebuild only this one (repeatable); default: all",
     )
     r.set_defaults(handler=rebuild)
+
+    from orchestrator.demo import add_command as add_demo
+
+    add_demo(commands)
     return top
 
 
