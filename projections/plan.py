@@ -35,6 +35,7 @@ from projections.base import Command
 
 _encode = msgspec.json.encode
 RELEVANT = DOMAIN_TYPES | {OrchestrationPurged.type}
+TODO_EVENTS_KEPT = 100_000
 
 
 class PlanProjection:
@@ -66,6 +67,8 @@ class PlanProjection:
                 bytes(event.payload),
             )
             writes.append(("ZADD", keys.todo_events, event.seq, frame))
+            # Keep the newest TODO_EVENTS_KEPT: the TODO's log must not grow without bound.
+            writes.append(("ZREMRANGEBYRANK", keys.todo_events, 0, -TODO_EVENTS_KEPT - 1))
         return writes
 
     def drop(self, keys: WorkspaceKeys) -> list[Command]:
