@@ -14,7 +14,7 @@ from orchestrator.plan import Decide
 from orchestrator.settings import Settings
 
 T = TypeVar("T")
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 200  # bounded by the deadline long before
 
 
 class ReadModels(Protocol):
@@ -80,17 +80,20 @@ class Orchestrator:
         models catch up with the version that won and decide again.
 
         Attempts on one entity are serialized within this process, so conflicts only arise
-        between replicas; those back off with jitter.
+        between replicas; those back off with jitter, and keep trying for as long as a read
+        may wait (every conflict means another replica made progress, so this ends).
         """
+        deadline = asyncio.get_running_loop().time() + self.settings.read_your_writes_timeout_s
         async with self.locks.hold(f"{workspace_id}/{entity}"):
-            for remaining in reversed(range(MAX_ATTEMPTS)):
+            for tried in range(1, MAX_ATTEMPTS + 1):
                 try:
                     return await attempt()
                 except VersionConflict as conflict:
-                    if not remaining:
+                    late = asyncio.get_running_loop().time() >= deadline
+                    if tried == MAX_ATTEMPTS or late:
                         raise
                     await self.models.wait_for(workspace_id, conflict.current)
-                    await asyncio.sleep(random.uniform(0, 0.005 * (MAX_ATTEMPTS - remaining)))
+                    await asyncio.sleep(random.uniform(0, 0.002 * min(tried, 25)))
         raise AssertionError("unreachable")
 
     async def command(
