@@ -9,9 +9,12 @@ local current = tonumber(redis.call("HGET", KEYS[1], ARGV[1]) or "0")
 if current ~= tonumber(ARGV[2]) then return {current, 0} end
 for _, cmd in ipairs(cmsgpack.unpack(ARGV[4])) do
   if cmd[1] == "DELMEMBERS" then
-    -- Drop every key named in a registry set, then the set itself.
+    -- Drop every key named in a registry set, then the set itself; many keys per DEL (a
+    -- log's registry holds about a key per call).
     local members = redis.call("SMEMBERS", cmd[2])
-    for _, key in ipairs(members) do redis.call("DEL", key) end
+    for i = 1, #members, 1000 do
+      redis.call("DEL", unpack(members, i, math.min(i + 999, #members)))
+    end
     redis.call("DEL", cmd[2])
   else
     redis.call(unpack(cmd))
