@@ -1,6 +1,11 @@
 """The Markdown table of a run."""
 
+from pathlib import Path
 from typing import Any
+
+# Written by hand, kept across runs: what changed between runs and what bounds the figures
+# that fall short, beyond what each figure's note says.
+FINDINGS = Path(__file__).with_name("findings.md")
 
 
 def _number(value: float | None) -> str:
@@ -38,6 +43,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {workload['title']} | {f['metric']} | {_number(f['value'])} {f['unit']} "
                 f"| {baseline} | {ratio} | {f['target']} | {met} |"
             )
+    if FINDINGS.exists():
+        lines += ["", FINDINGS.read_text().strip()]
     notes = [
         f"- **{w['title']}, {f['metric']}**: {f['note']}"
         for w in report["workloads"].values()
