@@ -225,8 +225,10 @@ def parser() -> argparse.ArgumentParser:
     r.set_defaults(handler=rebuild)
 
     from orchestrator.demo import add_command as add_demo
+    from orchestrator_sdk.cli import add_commands as add_client_commands
 
     add_demo(commands)
+    add_client_commands(commands)  # tail, log, questions, todo, dump, purge
     return top
 
 

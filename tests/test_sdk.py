@@ -88,7 +88,7 @@ def test_the_sdk_imports_without_the_server_dependencies(tmp_path: Path) -> None
     (tmp_path / "sitecustomize.py").write_text(BLOCKER)
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
     check = (
-        "import sys, orchestrator_sdk\n"
+        "import sys, orchestrator_sdk, orchestrator_sdk.cli\n"
         "orchestrator_sdk.Client('http://127.0.0.1:1', 'ws').close()\n"
         "try:\n    import starlette\nexcept ImportError:\n    pass\n"
         "else:\n    raise SystemExit('the blocker does not work')\n"
@@ -100,6 +100,16 @@ def test_the_sdk_imports_without_the_server_dependencies(tmp_path: Path) -> None
         [sys.executable, "-c", check], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr
+    # The command line too, through its own entry point.
+    done = subprocess.run(
+        [sys.executable, "-m", "orchestrator_sdk", "todo", "--help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--workspace" in done.stdout
 
 
 # Every operation, live: one scenario, run by each client
