@@ -88,6 +88,7 @@ def decide_start(plan: Plan, now: int) -> Decision:
     state = plan.executor
     if state.status == "running":
         return Decision([], r.Started(started=True))
+    _check_caps(plan, now, "start")
     started = replace(
         state, status="running", reason=None, running_since=now, started_at=state.started_at or now
     )
@@ -118,8 +119,22 @@ def decide_resume(plan: Plan, now: int) -> Decision:
             {"status": state.status},
             code="EXECUTOR_NOT_PAUSED",
         )
+    _check_caps(plan, now, "resume")
     resumed = replace(state, status="running", reason=None, running_since=now)
     return Decision([ExecutorResumed(executor=resumed)], r.Resumed(resumed=True))
+
+
+def _check_caps(plan: Plan, now: int, action: str) -> None:
+    """Running again with a cap spent would only pause again: say which cap to raise."""
+    spent = exceeded_caps(plan, now)
+    if spent:
+        cap, limit, value = spent[0]
+        raise Conflict(
+            f"cannot {action}: {cap} is spent ({value:g} of {limit:g}); raise or remove the "
+            "cap first (PATCH /budget)",
+            {"cap": cap, "limit": limit, "spent": value},
+            code="BUDGET_SPENT",
+        )
 
 
 def decide_stop_all(plan: Plan, now: int) -> Decision:

@@ -37,7 +37,9 @@ TRANSITIONS: Final[dict[str, frozenset[str]]] = {
     ),
     "awaiting_input": frozenset({"in_progress", "failed", "blocked", "pending", "cancelled"}),
     # Back to pending too: a verifying worker may fail (retry) or die (lease expiry).
-    "verifying": frozenset({"completed", "failed", "in_progress", "pending", "cancelled"}),
+    "verifying": frozenset(
+        {"completed", "failed", "in_progress", "pending", "blocked", "cancelled"}
+    ),
     "blocked": frozenset({"pending", "cancelled"}),
     "failed": frozenset({"pending", "cancelled"}),
     "completed": frozenset(),

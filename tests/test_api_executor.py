@@ -688,9 +688,18 @@ def test_a_spent_global_cap_pauses_the_executor(api: httpx.Client) -> None:
     assert "cap_usd spent (2.5 of 2)" in paused["payload"]["reason"]
     assert api.get("/budget").json()["budget"]["exceeded"] == ["cap_usd"]
 
-    # A bigger cap, then resume: it runs again and stays running.
+    # Resuming with the cap still spent would only pause again: refused, naming the cap.
+    refused = api.post("/executor/resume")
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "BUDGET_SPENT"
+    assert refused.json()["error"]["details"] == {"cap": "cap_usd", "limit": 2.0, "spent": 2.5}
+    assert api.post("/executor/stop-all").status_code == 200
+    assert api.post("/executor/start").json()["error"]["code"] == "BUDGET_SPENT"
+    assert executor(api)["status"] == "stopped"
+
+    # A bigger cap, then start: it runs again and stays running.
     caps(api, cap_usd=10)
-    assert api.post("/executor/resume").json() == {"resumed": True}
+    assert api.post("/executor/start").json() == {"started": True}
     time.sleep(0.6)  # more than one dispatcher tick of the shared server (0.5 s)
     assert executor(api)["status"] == "running"
     assert len(events(api, "budget.exceeded")) == 1
