@@ -23,9 +23,11 @@ from orchestrator.dispatcher import Dispatcher
 from orchestrator.eventlog import EventLog
 from orchestrator.feed import Feed
 from orchestrator.ids import mint
+from orchestrator.importer import Importer
 from orchestrator.settings import Settings
 from orchestrator.subscribers import SubscriberCounts
 from orchestrator.tokens import TokenStore
+from orchestrator.vault import store_for
 from projections.runner import Projector
 from projections.views import RedisReadModels
 
@@ -83,7 +85,7 @@ def create_app(settings: Settings) -> Starlette:
     url = settings.redis_url
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Services]]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
         # Requests share a fixed pool; live readers (one blocking XREAD per active workspace)
         # get their own, so connections grow with workspaces, never with SSE clients. Named,
         # so that `redis-cli CLIENT LIST` tells whose connection is whose. XREAD blocks for
@@ -101,6 +103,7 @@ def create_app(settings: Settings) -> Starlette:
             )
         )
         s = build(settings, replica_id, redis, blocking)
+        importer = Importer(s.orchestrator, store_for(settings, redis))
         app.state.services = s  # for end_streams, which the server calls from outside
         try:
             async with anyio.create_task_group() as tg:
@@ -110,8 +113,9 @@ def create_app(settings: Settings) -> Starlette:
                 tg.start_soon(s.subscribers.run)
                 tg.start_soon(sweep_questions, s.orchestrator, s.feed, s.projector)
                 tg.start_soon(s.dispatcher.run)
+                await tg.start(importer.run)
                 log.info("orchestrator.started", replica=s.subscribers.replica_id)
-                yield {"services": s}
+                yield {"services": s, "vault": importer.store, "importer": importer}
                 with anyio.CancelScope(shield=True), anyio.move_on_after(2):
                     await s.dispatcher.release()
                 tg.cancel_scope.cancel()

@@ -12,14 +12,17 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import executor, health, phases, questions, todo, workspace
+from api import executor, health, imports, phases, questions, todo, vault, workspace
 from orchestrator import budget as budget_commands
+from orchestrator import imports as import_commands
 from orchestrator import phases as phase_commands
 from orchestrator import questions as question_commands
 from orchestrator import results as r
 from orchestrator import todo as todo_commands
 from orchestrator import workers as worker_commands
+from orchestrator.documents import PlanDocument
 from orchestrator.toolcalls import ToolCallBatch, ToolCallInput
+from orchestrator.transfer import ImportJob
 
 PREFIX = "/api/v1/workspaces/{workspaceID}/orchestration"
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -67,6 +70,11 @@ LOG_QUERY = (
     Param("from", "only calls at or after this epoch ms", INT),
     Param("to", "only calls at or before this epoch ms", INT),
     Param("order", "by timestamp then seq", {"type": "string", "enum": ["asc", "desc"]}),
+)
+FORMAT = Param(
+    "format",
+    "json (default), or markdown: the document as a Markdown checklist (text/markdown)",
+    {"type": "string", "enum": ["json", "markdown"]},
 )
 E = "/todo/entries/{entryID}"
 L = "/executor/leases/{leaseID}"
@@ -648,5 +656,78 @@ OPERATIONS: list[Operation] = [
         response=r.PromptBody,
         status=201,
         errors=(404, 409),
+    ),
+    # Vault and import
+    Op(
+        "export_todo",
+        "GET",
+        "/vault/export",
+        vault.export,
+        "the TODO as a portable document (or, with format=markdown, a Markdown checklist)",
+        "vault",
+        response=PlanDocument,
+        query=(FORMAT,),
+    ),
+    Op(
+        "get_document_schema",
+        "GET",
+        "/vault/schema",
+        vault.schema,
+        "the JSON Schema of the TODO document",
+        "vault",
+        response=dict[str, Any],
+    ),
+    Op(
+        "sync_vault",
+        "POST",
+        "/vault/sync",
+        vault.sync,
+        "store a snapshot of the TODO (201), or answer the latest one if unchanged (200)",
+        "vault",
+        response=r.Synced,
+        status=201,
+        also=(200,),
+    ),
+    Op(
+        "list_snapshots",
+        "GET",
+        "/vault",
+        vault.list_snapshots,
+        "the vault's snapshots, oldest first",
+        "vault",
+        response=r.Snapshots,
+    ),
+    Op(
+        "get_snapshot",
+        "GET",
+        "/vault/{snapshotID}",
+        vault.get_snapshot,
+        "one snapshot with its document (or, with format=markdown, the document as Markdown)",
+        "vault",
+        response=r.SnapshotBody,
+        errors=(404,),
+        query=(FORMAT,),
+    ),
+    Op(
+        "start_import",
+        "POST",
+        "/import",
+        imports.start_import,
+        "import a TODO document from a git repository, a document or a snapshot, in the background",
+        "import",
+        body=import_commands.ImportInput,
+        response=r.ImportAccepted,
+        status=202,
+        errors=(404, 409),
+    ),
+    Op(
+        "get_import",
+        "GET",
+        "/import/{jobID}",
+        imports.get_import,
+        "an import job: running, completed or failed, with its progress",
+        "import",
+        response=ImportJob,
+        errors=(404,),
     ),
 ]

@@ -35,6 +35,8 @@ PATH_IDS = {
     "questionID": r"^[A-Za-z0-9_-]{1,64}$",
     "phaseID": r"^[A-Za-z0-9_-]{1,64}$",
     "leaseID": r"^[A-Za-z0-9_-]{1,64}$",
+    "snapshotID": r"^[A-Za-z0-9_-]{1,64}$",
+    "jobID": r"^[A-Za-z0-9_-]{1,64}$",
     "sessionID": r"^[A-Za-z0-9_.:-]{1,128}$",
 }
 

@@ -22,6 +22,7 @@ from orchestrator.model import (
     TodoMeta,
     Usage,
 )
+from orchestrator.transfer import ImportJob, Snapshot
 
 __all__ = ["EpochMs", "Name", "SessionID", "Status", "Text"]
 
@@ -352,6 +353,40 @@ class PromptDispatched(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=
     created_at: int
 
 
+class ImportEvent(msgspec.Struct, kw_only=True, frozen=True):
+    """An import job moved on; ``job`` is its whole state after the event."""
+
+    jobID: str
+    job: ImportJob
+
+
+class ImportStarted(ImportEvent, kw_only=True, frozen=True):
+    type: ClassVar[str] = "import.started"
+
+
+class ImportProgress(ImportEvent, kw_only=True, frozen=True):
+    type: ClassVar[str] = "import.progress"
+
+
+class ImportCompleted(ImportEvent, kw_only=True, frozen=True):
+    """Appended together with the events that add the document to the plan."""
+
+    type: ClassVar[str] = "import.completed"
+
+
+class ImportFailed(ImportEvent, kw_only=True, frozen=True):
+    type: ClassVar[str] = "import.failed"
+
+
+class VaultSynced(msgspec.Struct, kw_only=True, frozen=True):
+    """A new snapshot of the TODO document was stored in the vault."""
+
+    type: ClassVar[str] = "vault.synced"
+
+    snapshot: Snapshot
+    backend: str
+
+
 DOMAIN_EVENTS: Final = (
     TodoUpdated,
     EntryCreated,
@@ -428,6 +463,11 @@ Payload = (
     | PhaseStatusChanged
     | PhaseVerified
     | MemoryAdded
+    | ImportStarted
+    | ImportProgress
+    | ImportCompleted
+    | ImportFailed
+    | VaultSynced
 )
 
 PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
@@ -442,6 +482,11 @@ PAYLOAD_TYPES: Final[dict[str, type[Payload]]] = {
         OrchestrationPurged,
         PromptDispatched,
         *DOMAIN_EVENTS,
+        ImportStarted,
+        ImportProgress,
+        ImportCompleted,
+        ImportFailed,
+        VaultSynced,
     )
 }
 DOMAIN_TYPES: Final = frozenset(cls.type for cls in DOMAIN_EVENTS)

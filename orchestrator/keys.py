@@ -161,6 +161,27 @@ class WorkspaceKeys:
         """String, with an expiry: the replica that dispatches this workspace now."""
         return f"{self.prefix}:executor:dispatcher"
 
+    # Import jobs and the vault.
+    @property
+    def imports(self) -> str:
+        """Hash: import job id -> ImportJob JSON (the imports read model)."""
+        return f"{self.prefix}:imports"
+
+    @property
+    def vault_snapshots(self) -> str:
+        """Hash: snapshot id -> Snapshot JSON (the Redis vault backend)."""
+        return f"{self.prefix}:vault:snapshots"
+
+    @property
+    def vault_order(self) -> str:
+        """List: snapshot ids, oldest first (the Redis vault backend)."""
+        return f"{self.prefix}:vault:order"
+
+    @property
+    def vault_documents(self) -> str:
+        """Hash: ``sha256:<hex>`` digest -> the document's canonical JSON (stored once)."""
+        return f"{self.prefix}:vault:documents"
+
     def session(self, session_id: str) -> str:
         """Hash: one session's counters (tool calls, questions, prompts, first/last seq)."""
         return f"{self.prefix}:session:{session_id}"

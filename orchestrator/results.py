@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from orchestrator.documents import PlanDocument
 from orchestrator.events import PromptDispatched, Question, ToolCall
 from orchestrator.model import (
     BudgetCaps,
@@ -19,6 +20,7 @@ from orchestrator.model import (
     Phase,
     Spec,
 )
+from orchestrator.transfer import Snapshot
 
 
 class Body(msgspec.Struct, kw_only=True):
@@ -281,3 +283,28 @@ class ErrorBody(msgspec.Struct, frozen=True):
     """Every error: a stable machine ``code``, a message saying what to fix, details."""
 
     error: ErrorDetail
+
+
+# Vault and import
+
+
+class Synced(Body):
+    """``POST /vault/sync``: the snapshot, and whether this sync stored it (False: the
+    latest snapshot already had this document)."""
+
+    snapshot: Snapshot
+    created: bool
+
+
+class Snapshots(Body):
+    snapshots: list[Snapshot]
+
+
+class SnapshotBody(Body):
+    snapshot: Snapshot
+    document: PlanDocument
+
+
+class ImportAccepted(Body):
+    importJobID: str
+    todoID: str

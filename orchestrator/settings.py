@@ -44,6 +44,11 @@ class Settings:
     # Background work
     workspace_idle_s: float = 60.0
     question_sweep_s: float = 1.0
+    # Vault and import
+    vault_dir: str = ""  # snapshots in files under this directory; empty: in Redis
+    import_timeout_s: float = 120.0  # an import job (clone included) fails after this
+    import_max_bytes: int = 8 * 1024 * 1024  # largest document read from a repository
+    import_protocols: str = "file:git:http:https:ssh"  # what git may clone over
 
     @property
     def limits(self) -> "Limits":

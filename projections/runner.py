@@ -24,6 +24,7 @@ from orchestrator.events import OrchestrationPurged, StoredEvent
 from orchestrator.keys import WorkspaceKeys
 from projections.base import BatchProjection, Command, Projection, Word
 from projections.config import ConfigProjection
+from projections.imports import ImportsProjection
 from projections.log import LogProjection
 from projections.plan import PlanProjection
 from projections.questions import QuestionsProjection
@@ -39,6 +40,7 @@ def all_projections() -> list[Projection]:
         QuestionsProjection(),
         SessionsProjection(),
         PlanProjection(),
+        ImportsProjection(),
     ]
 
 

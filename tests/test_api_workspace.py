@@ -64,6 +64,7 @@ def test_debug_dump_has_every_section(api: httpx.Client, workspace: str) -> None
         "questions": 3,
         "sessions": 3,
         "plan": 3,
+        "imports": 3,
     }
     assert dump["versions"] == {"config": 1, question["id"]: 3}
     assert dump["sessions"] == ["s1"]

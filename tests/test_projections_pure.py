@@ -84,6 +84,7 @@ def test_config_updated_writes_the_merged_doc_and_its_version() -> None:
         "questions": [],
         "sessions": [],
         "plan": [],
+        "imports": [],
     }
 
 
@@ -112,6 +113,7 @@ def test_a_full_tool_call_is_stored_and_indexed_by_every_filter_field() -> None:
         "questions": [],
         "sessions": [("SADD", KEYS.sessions, "s1")],
         "plan": [("HINCRBY", KEYS.plan, "tool_calls", 1)],
+        "imports": [],
     }
 
 
@@ -141,6 +143,7 @@ def test_asking_a_question_records_it_as_pending() -> None:
         ],
         "sessions": [("SADD", KEYS.sessions, "s9")],
         "plan": [],
+        "imports": [],
     }
     expiring = stored(5, question("que_2", expires_at=1_800_000_000_000))
     assert QuestionsProjection().apply(KEYS, expiring) == [
@@ -171,6 +174,7 @@ def test_a_settled_question_is_no_longer_pending(payload: Payload) -> None:
         ],
         "sessions": [],  # answering adds no session
         "plan": [],
+        "imports": [],
     }
 
 
@@ -188,6 +192,7 @@ def test_purge_drops_every_read_model_but_config() -> None:
             ("DEL", KEYS.leases, KEYS.locks),
             ("DELMEMBERS", KEYS.phase_memories),
         ],
+        "imports": [("DEL", KEYS.imports)],
     }
     for projection in all_projections():
         if projection.name != "config":
@@ -207,7 +212,14 @@ def test_purge_drops_every_read_model_but_config() -> None:
 def test_unknown_event_types_produce_no_writes(kind: str, payload: bytes) -> None:
     event = StoredEvent(seq=1, type=kind, payload=msgspec.Raw(payload))
     assert event.decode() is None
-    assert writes(event) == {"config": [], "log": [], "questions": [], "sessions": [], "plan": []}
+    assert writes(event) == {
+        "config": [],
+        "log": [],
+        "questions": [],
+        "sessions": [],
+        "plan": [],
+        "imports": [],
+    }
 
 
 def test_newer_payload_fields_are_ignored() -> None:

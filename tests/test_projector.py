@@ -41,7 +41,7 @@ from projections.views import RedisReadModels
 from tests.projector_worker import CountingProjection, worker_projections
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECTIONS = ["config", "log", "questions", "sessions", "plan"]
+PROJECTIONS = ["config", "log", "questions", "sessions", "plan", "imports"]
 # Event-log bookkeeping and disposable caches: everything else under the prefix is a read model.
 NOT_READ_MODELS = (":events", ":meta", ":versions", ":checkpoints", ":subscribers")
 NOT_READ_MODEL_PARTS = (":idem:", ":cache:")
@@ -281,6 +281,7 @@ async def test_rebuild_all_and_each_gives_identical_read_models(
         "questions": ([keys.questions_order], keys.questions),
         "sessions": ([], keys.sessions),
         "plan": ([], keys.plan),
+        "imports": ([], keys.imports),
     }
     for name in PROJECTIONS:
         deleted, stray = damage[name]
