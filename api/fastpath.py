@@ -10,6 +10,8 @@ trailing slash, any other route) goes to the app, which keeps the same routes an
 the same way, with the same validation, the same errors and the same bytes.
 """
 
+from collections.abc import AsyncGenerator
+
 import structlog
 from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -45,25 +47,25 @@ class SSEFastPath:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
             route = stream_route(scope["path"])
             if route is not None:
-                await serve_stream(scope, receive, send, *route)
+                # Awaited from here, not from a helper coroutine: one frame fewer per stream.
+                try:
+                    body = open_stream(scope, *route)
+                except OrchestrationError as exc:
+                    await error_response(exc)(scope, receive, send)
+                else:
+                    await send_event_stream(body, receive, send)
                 return
         await self.app(scope, receive, send)
 
 
-async def serve_stream(
-    scope: Scope, receive: Receive, send: Send, workspace_id: str, kind: StreamKind
-) -> None:
+def open_stream(scope: Scope, workspace_id: str, kind: StreamKind) -> AsyncGenerator[bytes]:
+    """The stream's body, once the request is found valid."""
     # As api.app.BindRequest does for every other request.
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=mint("req"), path=scope["path"])
+    since = resume_point(scope, workspace_id)
     services: Services = scope["state"]["services"]
-    try:
-        since = resume_point(scope, workspace_id)
-    except OrchestrationError as exc:
-        await error_response(exc)(scope, receive, send)
-        return
-    body = stream(services.feed, services.eventlog, services.settings, workspace_id, kind, since)
-    await send_event_stream(body, receive, send)
+    return stream(services.feed, services.eventlog, services.settings, workspace_id, kind, since)
 
 
 def resume_point(scope: Scope, workspace_id: str) -> int | None:
