@@ -64,9 +64,14 @@ async def _git(
     """Run git in a process group of its own, which is killed whole if the caller is
     cancelled: git leaves the talking to helpers (``git-remote-http``, ssh) that would
     otherwise hang on after it."""
-    process = await anyio.open_process(
-        ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, start_new_session=True
-    )
+    try:
+        process = await anyio.open_process(
+            ["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    except FileNotFoundError as exc:
+        raise FetchFailed(
+            "git is not installed on the server: no repository can be imported"
+        ) from exc
     output: dict[int, bytes] = {}
 
     async def drain(stream: anyio.abc.ByteReceiveStream | None, index: int) -> None:

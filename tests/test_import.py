@@ -12,6 +12,7 @@ import httpx
 import msgspec
 import pytest
 
+from orchestrator import repos
 from orchestrator.imports import ABANDON_GRACE_S, as_seen
 from orchestrator.transfer import ImportJob, ImportSource
 from tests.servers import ServerProcess
@@ -378,3 +379,12 @@ def test_a_job_left_running_past_its_time_reads_as_abandoned() -> None:
     assert late.status == "failed"
     assert late.error is not None
     assert late.error.startswith("abandoned")
+
+
+@pytest.mark.anyio
+async def test_without_git_a_repository_import_fails_saying_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on it
+    with pytest.raises(repos.FetchFailed, match="git is not installed on the server"):
+        await repos.fetch(str(tmp_path), None, None, "file", 1024)
