@@ -195,8 +195,11 @@ class Projector:
                         yield min(checkpoints.values())
                         return
             finally:
-                if in_flight is not None and not in_flight.done():
-                    in_flight.cancel()
+                if in_flight is not None:
+                    if not in_flight.done():
+                        in_flight.cancel()
+                    elif not in_flight.cancelled():
+                        in_flight.exception()  # seen: if it failed too, this ending says why
 
     async def _calls(
         self, workspace_id: str, checkpoints: dict[str, int], events: list[StoredEvent]

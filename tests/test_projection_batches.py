@@ -97,3 +97,41 @@ def test_increments_of_one_field_in_a_row_are_summed() -> None:
         ["HSET", "plan", "tool_calls", 0],
         ["HINCRBY", "plan", "tool_calls", 2],
     ]
+
+
+class FailingAt:
+    """Counts every event it applies, once; raises while folding event ``at``."""
+
+    name = "failing"
+
+    def __init__(self, at: int | None) -> None:
+        self.at = at
+
+    @staticmethod
+    def key(keys: WorkspaceKeys) -> str:
+        return f"{keys.prefix}:test:failing"
+
+    def apply(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
+        if event.seq == self.at:
+            raise RuntimeError("projection failed")
+        return [("HINCRBY", self.key(keys), f"seq:{event.seq}", 1)]
+
+    def drop(self, keys: WorkspaceKeys) -> list[Command]:
+        return [("DEL", self.key(keys))]
+
+
+@pytest.mark.anyio
+async def test_a_failure_mid_pipeline_leaves_a_checkpoint_to_resume_from(
+    client: Redis, workspace: str
+) -> None:
+    log = EventLog(client, retention=0, idempotency_ttl_ms=60_000)
+    last = await append_all(log, workspace, history(50))
+    with pytest.raises(RuntimeError, match="projection failed"):
+        await Projector(log, [FailingAt(25)], batch=10).catch_up(workspace)
+    # The batch before the failing one was in flight: applied whole, or not at all.
+    keys = WorkspaceKeys(workspace)
+    assert int(await client.hget(keys.checkpoints, FailingAt.name) or 0) in (10, 20)
+
+    assert await Projector(log, [FailingAt(None)], batch=10).catch_up(workspace) == last
+    counts = await client.hgetall(FailingAt.key(keys))
+    assert counts == {b"seq:%d" % seq: b"1" for seq in range(1, last + 1)}
