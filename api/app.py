@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from api.auth import Authenticator
 from api.contract import OPERATIONS, PREFIX
 from api.errors import HANDLERS
+from api.metrics import CountRequests, Metrics
 from api.openapi import openapi_json
 from api.sse import KINDS
 from api.state import Services
@@ -65,7 +66,7 @@ def build(settings: Settings, replica_id: str, redis: Redis, blocking: Redis) ->
     )
     feed = Feed(blocking, eventlog, KINDS, settings.subscriber_queue, on_count=counts.update)
     orch = Orchestrator(eventlog, models, settings)
-    return Services(
+    s = Services(
         settings=settings,
         redis=redis,
         eventlog=eventlog,
@@ -76,7 +77,10 @@ def build(settings: Settings, replica_id: str, redis: Redis, blocking: Redis) ->
         auth=Authenticator(TokenStore(redis), settings),
         feed=feed,
         subscribers=counts,
+        metrics=Metrics(),
     )
+    s.metrics.bind(s)
+    return s
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -127,7 +131,7 @@ def create_app(settings: Settings) -> Starlette:
         routes=ROUTES,
         exception_handlers=HANDLERS,
         lifespan=lifespan,
-        middleware=[Middleware(BindRequest)],
+        middleware=[Middleware(BindRequest), Middleware(CountRequests)],
     )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api import executor, health, imports, phases, questions, todo, vault, workspace
+from api import executor, health, imports, metrics, phases, questions, todo, vault, workspace
 from orchestrator import budget as budget_commands
 from orchestrator import imports as import_commands
 from orchestrator import phases as phase_commands
@@ -52,6 +52,7 @@ class Operation:
     may_be_empty: bool = False  # may answer 204 No Content
     scoped: bool = True  # under PREFIX (False: service level)
     also: tuple[int, ...] = ()  # other statuses that answer the success body's shape
+    media: str = "application/json"  # of the success body (others are documented as text)
 
 
 SINCE_SEQ = Param(
@@ -92,6 +93,17 @@ OPERATIONS: list[Operation] = [
         "service",
         response=dict[str, Any],
         scoped=False,
+    ),
+    Op(
+        "metrics",
+        "GET",
+        "/metrics",
+        metrics.metrics,
+        "Prometheus metrics of this replica",
+        "service",
+        response=str,
+        scoped=False,
+        media="text/plain",
     ),
     Op(
         "readyz",

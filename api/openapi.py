@@ -108,6 +108,11 @@ def _operation(op: Operation, schemas: dict[Any, dict[str, Any]], full_path: str
             "`reconnect` control frames; `: keep-alive` heartbeats",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         }
+    elif op.media != "application/json":
+        responses[str(op.status)] = {
+            "description": op.summary,
+            "content": {op.media: {"schema": {"type": "string"}}},
+        }
     else:
         responses[str(op.status)] = {
             "description": op.summary,

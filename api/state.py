@@ -1,10 +1,14 @@
 """What the lifespan builds and every request sees as ``request.state``."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from redis.asyncio import Redis
 
 from api.auth import Authenticator
+
+if TYPE_CHECKING:
+    from api.metrics import Metrics
 from orchestrator.context import Orchestrator
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.eventlog import EventLog
@@ -27,6 +31,7 @@ class Services:
     subscribers: SubscriberCounts
     dispatcher: Dispatcher
     auth: Authenticator
+    metrics: "Metrics"
 
 
 def services(request: object) -> Services:

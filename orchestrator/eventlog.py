@@ -109,6 +109,7 @@ class EventLog:
         self._wakeup = asyncio.Event()
         self._batching = False
         self._listeners: list[Callable[[str, int], None]] = []
+        self.appended = 0  # events this process appended (for /metrics)
         # The same pool, with XRANGE replies left as lists rather than made into dicts.
         self._raw = Redis(connection_pool=redis.connection_pool)
         self._raw.set_response_callback("XRANGE", lambda response, **options: response)
@@ -151,6 +152,7 @@ class EventLog:
         reply = await self._submit(call)
         appended = self._appended(reply, result)
         if not appended.duplicate:
+            self.appended += appended.count
             for listener in self._listeners:
                 listener(workspace_id, appended.last_seq)
         return appended
