@@ -1,7 +1,6 @@
 """The set of agent sessions seen in the workspace: tool calls, questions, worker leases and
 prompt targets. Per-session figures are read from the tool-call log's session index."""
 
-
 import msgspec
 from redis.asyncio import Redis
 

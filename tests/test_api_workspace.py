@@ -72,7 +72,8 @@ def test_debug_dump_has_every_section(api: httpx.Client, workspace: str) -> None
     assert [e["seq"] for e in dump["events"]] == [1, 2, 3]
     assert [c["tool"] for c in dump["tool_logs"]] == ["fs.read"]
     assert dump["caches"]["replica"].startswith("rep_")
-    assert dump["todo"]["entries"] == [] and dump["phases"] == []
+    assert dump["todo"]["entries"] == []
+    assert dump["phases"] == []
     assert dump["executor"]["status"] == "stopped"
     assert dump["budgets"]["tool_calls"] == 1
     assert dump["leases"] == dump["locks"] == []
