@@ -228,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
     from orchestrator_sdk.cli import add_commands as add_client_commands
 
     add_demo(commands)
-    add_client_commands(commands)  # tail, log, questions, todo, dump, purge
+    add_client_commands(commands)  # tail, log, questions, todo, dump, purge, export, import
     return top
 
 

@@ -1,11 +1,11 @@
 """Operator commands on a running server, through the SDK: ``tail``, ``log``, ``questions``,
-``todo``, ``dump`` and ``purge``.
+``todo``, ``dump``, ``purge``, ``export`` and ``import``.
 
 Every command takes ``--url`` ($ORCH_URL, default http://127.0.0.1:8000), ``--workspace``
 ($ORCH_WORKSPACE) and ``--token`` ($ORCH_TOKEN); every read command takes ``--json``. Errors
-are one line on stderr. Exit codes: 0 done; 1 the API refused the request (4xx); 2 usage
-(bad arguments, nothing to do without a terminal); 3 the server is unreachable or failed
-(5xx, or an answer the client cannot read); 130 interrupted.
+are one line on stderr. Exit codes: 0 done; 1 the API refused the request (4xx), or an import
+failed; 2 usage (bad arguments, nothing to do without a terminal); 3 the server is
+unreachable or failed (5xx, or an answer the client cannot read); 130 interrupted.
 """
 
 import argparse
@@ -13,10 +13,11 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import msgspec
 
@@ -36,6 +37,10 @@ Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 class UsageError(Exception):
     """The command line asks for something that cannot be done as asked."""
+
+
+class Failed(Exception):
+    """The request went through but what it started failed (an import)."""
 
 
 def fail(message: str) -> None:
@@ -62,6 +67,9 @@ def run(command: Command) -> Callable[[argparse.Namespace, object], int]:
         except UsageError as exc:
             fail(str(exc))
             return USAGE
+        except Failed as exc:
+            fail(str(exc))
+            return API_ERROR
         except ApiError as exc:
             fail(api_message(exc))
             return UNREACHABLE if isinstance(exc, ServerError) else API_ERROR
@@ -268,6 +276,68 @@ def purge(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def export(client: Client, args: argparse.Namespace) -> int:
+    if args.format == "markdown" and args.json:
+        raise UsageError("--json and --format markdown: choose one")
+    if args.format == "markdown":
+        return _write(client.export_todo_markdown().encode(), args.output)
+    document = msgspec.json.encode(client.export_todo())
+    return _write(msgspec.json.format(document, indent=2) + b"\n", args.output)
+
+
+def import_(client: Client, args: argparse.Namespace) -> int:
+    source: dict[str, Any] = {
+        "repo_url": args.repo,
+        "ref": args.ref,
+        "path": args.path,
+        "snapshot_id": args.snapshot,
+    }
+    if args.file is not None:
+        source["document"] = _document(args.file)
+    if sum(source[k] is not None for k in ("repo_url", "snapshot_id", "document")) != 1:
+        raise UsageError("import from exactly one of: FILE, --repo URL, --snapshot ID")
+    accepted = client.start_import(**source)
+    if args.no_wait:
+        show(accepted, args.json, lambda: f"import {accepted.importJobID} started")
+        return OK
+    bar = sys.stderr.isatty() and not args.json
+    job = client.get_import(accepted.importJobID)
+    while job.status == "running":
+        if bar:
+            render.print_progress(job.progress, job.stage)
+        time.sleep(args.poll)
+        job = client.get_import(accepted.importJobID)
+    if bar:
+        render.print_progress(job.progress, job.status)
+        print(file=sys.stderr)
+    if args.json:
+        emit_json(job)
+    if job.status == "failed":
+        problems = "; ".join(f"{p.path}: {p.message}" for p in job.problems[:5])
+        raise Failed(f"import {job.id} failed: {job.error}" + (f" ({problems})" * bool(problems)))
+    if not args.json:
+        print(f"imported into {job.todoID} ({job.id})")
+    return OK
+
+
+def _document(file: str) -> dict[str, Any] | str:
+    """A JSON document as an object; anything else (a Markdown checklist) as text."""
+    raw = sys.stdin.read() if file == "-" else _read(file)
+    if file.endswith((".md", ".markdown")) or not raw.lstrip().startswith("{"):
+        return raw
+    try:
+        return msgspec.json.decode(raw, type=dict[str, Any])
+    except msgspec.DecodeError as exc:
+        raise UsageError(f"{file} is not valid JSON: {exc}") from exc
+
+
+def _read(file: str) -> str:
+    try:
+        return Path(file).read_text()
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from exc
+
+
 # The parser
 
 
@@ -370,6 +440,19 @@ def add_commands(commands: Subcommands) -> None:
     p = command(commands, "purge", purge, "clear the workspace but its config", json_flag=False)
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true", help="JSON for scripts")
+
+    e = command(commands, "export", export, "the TODO as a portable document")
+    e.add_argument("--format", choices=["json", "markdown"], default="json")
+    e.add_argument("--output", "-o", help="write it to this file")
+
+    i = command(commands, "import", import_, "import a TODO document; waits with a progress bar")
+    i.add_argument("file", nargs="?", help="a document: JSON, or a Markdown checklist (- : stdin)")
+    i.add_argument("--repo", help="a git repository URL to find the document in")
+    i.add_argument("--ref", help="with --repo: a branch or tag")
+    i.add_argument("--path", help="with --repo: the document's file")
+    i.add_argument("--snapshot", help="a vault snapshot id of this workspace")
+    i.add_argument("--no-wait", action="store_true", help="start it and exit")
+    i.add_argument("--poll", type=float, default=0.25, help=argparse.SUPPRESS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from orchestrator_sdk.operations import AsyncTransport, Call, Route, SyncTranspo
 from orchestrator_sdk.phases import PhaseOperations
 from orchestrator_sdk.streams import AsyncEventStream, EventStream, StreamCall, StreamOptions
 from orchestrator_sdk.todo import TodoOperations
+from orchestrator_sdk.vault import VaultOperations
 from orchestrator_sdk.workspace import WorkspaceOperations
 
 T = TypeVar("T")
@@ -70,7 +71,9 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-class Operations(WorkspaceOperations, TodoOperations, ExecutorOperations, PhaseOperations):
+class Operations(
+    WorkspaceOperations, TodoOperations, ExecutorOperations, PhaseOperations, VaultOperations
+):
     """Every operation of the API (see ``api/contract.py`` for the routes they call)."""
 
 

@@ -1,7 +1,9 @@
 """How the command line shows things to people: colours, tables, the plan as a tree, event
-lines. Scripts use ``--json`` instead, which bypasses all of this."""
+lines, a progress bar. Scripts use ``--json`` instead, which bypasses all of this."""
 
+import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, TextIO
@@ -60,6 +62,12 @@ SUMMARY_FIELDS = (
     "outcome",
     "scope",
     "cap",
+    "limit",
+    "spent",
+    "cost_usd",
+    "tokens",
+    "passed",
+    "patch",
     "id",
     "text",
     "files",
@@ -138,6 +146,8 @@ def summary(payload: dict[str, Any]) -> str:
             continue
         if isinstance(value, list):
             value = ",".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            value = json.dumps(value, separators=(",", ":"))
         parts.append(f"{name}={clip(str(value), 60)}")
     return " ".join(parts)
 
@@ -215,3 +225,13 @@ def _entry_line(entry: Entry, paint: Painter) -> str:
 def _dependency(entry_id: str, entries: dict[str, Entry], paint: Painter) -> str:
     found = entries.get(entry_id)
     return entry_id if found is None else f"{entry_id} ({paint.status(found.status)})"
+
+
+def progress_bar(percent: int, stage: str, width: int = 30) -> str:
+    done = max(0, min(width, percent * width // 100))
+    return f"[{'#' * done}{'.' * (width - done)}] {percent:>3}% {stage}"
+
+
+def print_progress(percent: int, stage: str, stream: TextIO = sys.stderr) -> None:
+    stream.write("\r" + progress_bar(percent, stage).ljust(70))
+    stream.flush()

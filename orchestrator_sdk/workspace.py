@@ -7,7 +7,7 @@ from typing import Any, Literal
 from orchestrator import results as r
 from orchestrator.events import QuestionItem, ToolRef
 from orchestrator_sdk.inputs import QuestionItemInput, ToolCallInput, ToolRefInput
-from orchestrator_sdk.operations import Call, decoded, fields, operation, stream
+from orchestrator_sdk.operations import Call, decoded, fields, operation, stream, text
 from orchestrator_sdk.sse import EVENTS, TOOL_CALLS, Event, LoggedCall
 from orchestrator_sdk.streams import StreamCall
 
@@ -19,6 +19,11 @@ class WorkspaceOperations:
     def healthz(self) -> Call[Json]:
         """``{"status": "ok"}`` while the process is up."""
         return Call(read=decoded(Json))
+
+    @operation("GET", "/metrics", scoped=False)
+    def metrics(self) -> Call[str]:
+        """The replica's Prometheus metrics, as exposition text."""
+        return Call(read=text)
 
     @operation("GET", "/readyz", scoped=False)
     def readyz(self) -> Call[Json]:

@@ -1,4 +1,4 @@
-"""The operator commands (tail, log, questions, todo, dump, purge) through the
+"""The operator commands (tail, log, questions, todo, dump, purge, export, import) through the
 real entry point, ``python -m orchestrator``, against a live server: output and exit codes."""
 
 import json
@@ -328,6 +328,44 @@ def test_purge_asks_unless_told_yes(cli: Cli, client: Client) -> None:
     assert client.get_todo().entries == []
     as_json = json.loads(cli("purge", "--yes", "--json").stdout)
     assert "events" in as_json["purged"]
+
+
+# export, import
+
+
+def test_export_then_import_into_another_workspace(
+    cli: Cli, client: Client, server: ServerProcess, tmp_path: Path
+) -> None:
+    client.create_entries([{"id": "e1", "content": "carry me"}, {"content": "and me"}])
+    target = tmp_path / "todo.json"
+    exported = cli("export", "--output", str(target))
+    assert exported.returncode == 0, exported.stderr
+    assert [e["content"] for e in json.loads(target.read_text())["entries"]] == [
+        "carry me",
+        "and me",
+    ]
+    markdown = cli("export", "--format", "markdown")
+    assert "- [ ] carry me" in markdown.stdout
+
+    elsewhere = Cli(server.base_url, f"{client.workspace}_b")
+    imported = elsewhere("import", str(target))
+    assert imported.returncode == 0, imported.stderr
+    assert re.fullmatch(r"imported into todo_\w+ \(imp_\w+\)\n", imported.stdout)
+    as_json = elsewhere("import", "-", "--json", input=markdown.stdout)
+    job = json.loads(as_json.stdout)
+    assert (job["status"], job["progress"]) == ("completed", 100)
+    with Client(server.base_url, f"{client.workspace}_b") as other:
+        assert [e.content for e in other.get_todo().entries][:2] == ["carry me", "and me"]
+
+    started = elsewhere("import", str(target), "--no-wait", "--json")
+    assert set(json.loads(started.stdout)) == {"importJobID", "todoID"}
+    both = elsewhere("import", str(target), "--snapshot", "snap_x")
+    assert both.returncode == 2
+    assert "exactly one of" in one_line_error(both)
+    (tmp_path / "bad.json").write_text('{"format": "something else"}')
+    failed = elsewhere("import", str(tmp_path / "bad.json"))
+    assert failed.returncode == 1
+    assert one_line_error(failed).startswith("orchestrator: ")
 
 
 # Exit codes

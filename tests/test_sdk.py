@@ -19,7 +19,9 @@ import pytest
 
 from api.contract import OPERATIONS
 from orchestrator import results as r
+from orchestrator.documents import PlanDocument
 from orchestrator.events import ConfigUpdated, QuestionItem, QuestionOption, ToolRef
+from orchestrator.transfer import ImportJob
 from orchestrator_sdk import (
     ApiError,
     AsyncClient,
@@ -119,6 +121,7 @@ async def scenario(do: Do) -> None:
     """Every operation of the contract once at least (checked against it by the caller)."""
     assert (await do("healthz")) == {"status": "ok"}
     assert (await do("readyz"))["status"] == "ready"
+    assert "orch_http_requests_total" in await do("metrics")
 
     assert await do("update_config", {"executor": {"max_workers": 2}, "x": 1}) == {
         "executor": {"max_workers": 2},
@@ -244,6 +247,23 @@ async def scenario(do: Do) -> None:
     assert verified.results[0].entryID == "e3"
     sessions = {s.id for s in (await do("list_sessions")).sessions}
     assert {"s1", "s2", "worker-1", "worker-2"} <= sessions
+
+    document = await do("export_todo")
+    assert isinstance(document, PlanDocument)
+    assert "PlanDocument" in (await do("get_document_schema"))["$defs"]
+    synced = await do("sync_vault")
+    assert synced.created
+    assert [s.id for s in (await do("list_snapshots")).snapshots] == [synced.snapshot.id]
+    snapshot = await do("get_snapshot", synced.snapshot.id)
+    assert snapshot.document == document
+    assert "second" in await do("get_snapshot_markdown", synced.snapshot.id)
+    markdown = await do("export_todo_markdown")
+    accepted = await do("start_import", document=markdown)
+    job = await do("get_import", accepted.importJobID)
+    while job.status == "running":
+        job = await do("get_import", accepted.importJobID)
+    assert isinstance(job, ImportJob)
+    assert job.status == "completed", job
 
     dump = await do("get_debug_dump")
     assert dump["config"] == {"executor": {"max_workers": 2}, "x": 1}
