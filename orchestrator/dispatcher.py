@@ -19,10 +19,20 @@ from orchestrator.clock import now_ms
 from orchestrator.context import Orchestrator
 from orchestrator.executor import decide_cycle
 from orchestrator.keys import EXECUTORS, WorkspaceKeys
+from orchestrator.model import ACTIVE, Plan
 from orchestrator.replies import as_str
 
 log = structlog.get_logger(__name__)
 LEASE = scripts.Script.load("dispatcher")
+
+
+def idle(plan: Plan) -> bool:
+    """Nothing for a dispatcher to do: stopped, no lease to expire, no work handed out."""
+    return (
+        plan.executor.status == "stopped"
+        and not plan.leases
+        and not any(e.status in ACTIVE for e in plan.entries.values())
+    )
 
 
 class Dispatcher:
@@ -58,6 +68,24 @@ class Dispatcher:
     async def cycle(self, workspace_id: str) -> None:
         limits = self.orch.settings.limits
         await self.orch.command(workspace_id, lambda plan: decide_cycle(plan, now_ms(), limits))
+        if idle(await self.orch.models.plan(workspace_id)):
+            await self.retire(workspace_id)
+
+    async def retire(self, workspace_id: str) -> None:
+        """Stop walking an idle workspace, unless it woke up meanwhile.
+
+        A start appends its event before it registers the workspace: if that append came
+        before the second look below, this sees it and registers again; if after, the
+        start's own registration comes after this removal.
+        """
+        await self.redis.srem(EXECUTORS, workspace_id)
+        if not idle(await self.orch.models.plan(workspace_id)):
+            await self.register(workspace_id)
+        else:
+            await LEASE(
+                self.redis, [WorkspaceKeys(workspace_id).dispatcher], [self.replica_id, "0"]
+            )
+            self.leading.discard(workspace_id)
 
     async def run(self) -> None:
         while True:
