@@ -52,7 +52,10 @@ async def body(request: Request) -> bytes:
 def decode(raw: bytes, type_: type[T]) -> T:
     if not raw.strip():
         raise InvalidInput("request body is empty; send a JSON object", code="INVALID_JSON")
-    return msgspec.json.decode(raw, type=type_)
+    try:
+        return msgspec.json.decode(raw, type=type_)
+    except UnicodeDecodeError as exc:  # a string of invalid UTF-8 (msgspec checks it lazily)
+        raise InvalidInput(f"request body is not valid UTF-8: {exc}", code="INVALID_JSON") from None
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
