@@ -8,7 +8,7 @@ import msgspec
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from orchestrator.errors import InvalidInput, TooLarge
+from orchestrator.errors import InvalidInput, TooLarge, ValidationFailed
 from orchestrator.eventlog import Idempotency
 from orchestrator.ids import is_valid_id
 from orchestrator.settings import Settings
@@ -16,6 +16,7 @@ from orchestrator.toolcalls import ToolCallBatch, ToolCallInput
 
 T = TypeVar("T")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+MAX_DEPTH = 64  # levels of objects and arrays in a free-form body
 
 
 def settings(request: Request) -> Settings:
@@ -56,10 +57,21 @@ def decode(raw: bytes, type_: type[T]) -> T:
         return msgspec.json.decode(raw, type=type_)
     except UnicodeDecodeError as exc:  # a string of invalid UTF-8 (msgspec checks it lazily)
         raise InvalidInput(f"request body is not valid UTF-8: {exc}", code="INVALID_JSON") from None
+    except RecursionError:
+        raise InvalidInput("request body is nested too deeply", code="INVALID_JSON") from None
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
-    return decode(raw, dict[str, Any])
+    """A free-form object (a config or caps patch), nested at most ``MAX_DEPTH`` levels: a
+    merge patch recurses through it, and must not run out of stack doing so."""
+    value = decode(raw, dict[str, Any])
+    level: list[Any] = [value]
+    for _ in range(MAX_DEPTH):
+        level = [c for v in level for c in (v.values() if isinstance(v, dict) else v)]
+        level = [c for c in level if isinstance(c, dict | list)]
+    if level:
+        raise ValidationFailed(f"request body nests objects and arrays deeper than {MAX_DEPTH}")
+    return value
 
 
 def idempotency(request: Request, operation: str, raw: bytes) -> Idempotency | None:

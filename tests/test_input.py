@@ -17,3 +17,23 @@ def test_a_body_of_invalid_utf8_is_400(api: httpx.Client) -> None:
         assert error_code(api.patch("/config", content=body), 400) == "INVALID_JSON"
         assert error_code(api.patch("/budget", content=body), 400) == "INVALID_JSON"
     assert api.get("/config").json() == {}
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a":' * depth + b"1" + b"}" * depth
+
+
+def test_a_body_nested_too_deeply_is_refused(api: httpx.Client) -> None:
+    # Past the decoder's recursion limit: a RecursionError, which answered 500.
+    for path in ("/config", "/budget"):
+        assert error_code(api.patch(path, content=nested(5000)), 400) == "INVALID_JSON"
+    tool_call = b'{"tool":"t","sessionID":"s","agentName":"a","status":"ok","corrections":'
+    deep_list = tool_call + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert error_code(api.post("/log", content=deep_list), 400) == "INVALID_JSON"
+    # Just under it, the config's merge patch ran out of stack instead (a 500 as well):
+    # a free-form patch nests at most 64 levels.
+    for depth in (65, 960, 966):
+        assert error_code(api.patch("/config", content=nested(depth)), 422) == "VALIDATION_FAILED"
+    assert api.get("/config").json() == {}
+    assert api.patch("/config", content=nested(64)).status_code == 200
+    assert api.patch("/config", content=b'{"a":' + b"[" * 63 + b"]" * 63 + b"}").status_code == 200
