@@ -25,7 +25,6 @@ T = TypeVar("T")
 Item = TypeVar("Item")
 
 PREFIX = "/api/v1/workspaces/{workspaceID}/orchestration"
-EMPTY: Mapping[str, Any] = {}
 
 
 @dataclass(frozen=True)
@@ -161,12 +160,6 @@ class SyncTransport:
         raise NotImplementedError
 
 
-def _signature(build: Callable[..., Any], returns: object) -> inspect.Signature:
-    signature = inspect.signature(build)
-    parameters = list(signature.parameters.values())[1:]  # without self
-    return signature.replace(parameters=parameters, return_annotation=returns)
-
-
 class Operation(Generic[P, T]):
     def __init__(self, route: Route, build: Callable[Concatenate[Any, P], Call[T]]) -> None:
         self.route = route
@@ -199,9 +192,15 @@ class Operation(Generic[P, T]):
 
 
 def _named(function: Callable[..., Any], build: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` as ``help()`` and editors show it: the builder's name, docstring and
+    parameters (without ``self``)."""
     function.__name__ = function.__qualname__ = build.__name__
     function.__doc__ = build.__doc__
-    function.__signature__ = _signature(build, inspect.signature(build).return_annotation)  # type: ignore[attr-defined]
+    signature = inspect.signature(build)
+    function.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:],
+        return_annotation=inspect.Signature.empty,
+    )
     return function
 
 
