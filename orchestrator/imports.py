@@ -32,11 +32,12 @@ from orchestrator.plan import Decision
 from orchestrator.rules import replace
 from orchestrator.transfer import ImportJob, ImportSource, Problem, Remapped
 
+# Ending with `$(?!\n)`, as in orchestrator/fields.py: no trailing newline.
 RepoUrl = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]+$(?!\n)")
 ]
-RefName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_./+-]{0,255}$")]
-RepoPath = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,1023}$")]
+RefName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_./+-]{0,255}$(?!\n)")]
+RepoPath = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0,1023}$(?!\n)")]
 
 
 class ImportInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

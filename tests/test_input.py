@@ -37,3 +37,26 @@ def test_a_body_nested_too_deeply_is_refused(api: httpx.Client) -> None:
     assert api.get("/config").json() == {}
     assert api.patch("/config", content=nested(64)).status_code == 200
     assert api.patch("/config", content=b'{"a":' + b"[" * 63 + b"]" * 63 + b"}").status_code == 200
+
+
+def test_ids_and_words_with_a_trailing_newline_are_refused(api: httpx.Client) -> None:
+    # `$` in a Python pattern also matches before a final newline: "e1\n" made an entry no
+    # path could ever name (the path's id check is exact), and put a newline in Redis keys.
+    created = api.post("/todo/entries", json={"entries": [{"id": "e1\n", "content": "x"}]})
+    assert error_code(created, 422) == "VALIDATION_FAILED"
+    phase = api.post("/phases", json={"id": "p1\n", "name": "x"})
+    assert error_code(phase, 422) == "VALIDATION_FAILED"
+    claim = api.post("/executor/claim", json={"sessionID": "s\n"})
+    assert error_code(claim, 422) == "VALIDATION_FAILED"
+    call = {"tool": "t", "sessionID": "s", "agentName": "a", "status": "ok\n"}
+    assert error_code(api.post("/log", json=call), 422) == "VALIDATION_FAILED"
+    imported = api.post("/import", json={"repoUrl": "/nonexistent\n"})
+    assert error_code(imported, 422) == "VALIDATION_FAILED"
+    assert api.get("/todo").json()["entries"] == []
+    assert api.get("/phases").json()["phases"] == []
+    # Without the newline each is accepted.
+    assert (
+        api.post("/todo/entries", json={"entries": [{"id": "e1", "content": "x"}]}).status_code
+        == 201
+    )
+    assert api.post("/log", json={**call, "status": "ok"}).status_code == 201
