@@ -3,6 +3,7 @@ real entry point, ``python -m orchestrator``, against a live server: output and 
 
 import json
 import os
+import pty
 import re
 import subprocess
 import sys
@@ -398,3 +399,41 @@ def test_exit_codes(cli: Cli, make_server: Callable[..., ServerProcess], workspa
     failing = Cli(down.base_url, workspace)("log")
     assert failing.returncode == 3
     assert "503 UNAVAILABLE" in one_line_error(failing)
+
+
+def test_import_shows_a_progress_bar_on_a_terminal(
+    cli: Cli, client: Client, server: ServerProcess, tmp_path: Path
+) -> None:
+    client.create_entries([{"content": "carry me"}])
+    target = tmp_path / "todo.md"
+    target.write_text(client.export_todo_markdown())
+    main, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", "import", str(target)],
+            cwd=ROOT,
+            env={**cli.env, "ORCH_WORKSPACE": f"{client.workspace}_tty"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            text=True,
+            timeout=30,
+        )
+        os.close(terminal)
+        shown = b""
+        while chunk := _read_pty(main):
+            shown += chunk
+    finally:
+        os.close(main)
+    assert done.returncode == 0
+    assert done.stdout.startswith("imported into todo_")
+    frames = [f.strip() for f in shown.decode().split("\r") if f.strip()]  # redrawn in place
+    assert frames[-1] == "[##############################] 100% completed"
+    assert all(f.startswith("[") and "%" in f for f in frames)
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # EIO: the other end is closed and everything was read
+        return b""
