@@ -100,7 +100,7 @@ async def prompt_session(request: Request) -> Response:
     given = decode.decode(raw, phases.PromptInput)
     return await commands.run(
         request,
-        f"prompt:{session_id}",
+        f"session-prompt:{session_id}",  # not "prompt:": a phase id may equal a session id
         raw,
         lambda plan, now: phases.decide_prompt(plan, given, session_id, now),
         201,

@@ -4,6 +4,7 @@ All of a workspace's keys share the hash tag ``{<workspaceID>}`` so that a works
 one Redis Cluster slot and one Lua script may touch all of them.
 """
 
+import hashlib
 from dataclasses import dataclass
 
 from orchestrator.ids import is_valid_id
@@ -59,7 +60,10 @@ class WorkspaceKeys:
         return f"{self.prefix}:versions"
 
     def idempotency(self, operation: str, key: str) -> str:
-        return f"{self.prefix}:idem:{operation}:{key}"
+        # The client's key may hold ":", so as written it could name another operation's
+        # record ("phase" with key "p1:k" is "phase:p1" with key "k"); hashed, it cannot.
+        digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+        return f"{self.prefix}:idem:{operation}:{digest}"
 
     @property
     def checkpoints(self) -> str:

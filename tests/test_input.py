@@ -60,3 +60,23 @@ def test_ids_and_words_with_a_trailing_newline_are_refused(api: httpx.Client) ->
         == 201
     )
     assert api.post("/log", json={**call, "status": "ok"}).status_code == 201
+
+
+def test_an_idempotency_key_names_one_operation_only(api: httpx.Client) -> None:
+    # Keys were stored as "<operation>:<key>": creating a phase with key "p9:k" stored the
+    # record that a PATCH of phase p9 with key "k" then found, so the PATCH answered the
+    # creation and renamed nothing.
+    assert api.post("/phases", json={"id": "p9", "name": "old"}).status_code == 201
+    made = api.post("/phases", json={"name": "new"}, headers={"Idempotency-Key": "p9:k"})
+    assert made.status_code == 201
+    patched = api.patch("/phases/p9", json={"name": "new"}, headers={"Idempotency-Key": "k"})
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["phase"]["id"] == "p9"
+    assert api.get("/phases/p9").json()["phase"]["name"] == "new"
+    # A phase's prompt and a session's prompt with the same id and key are two prompts.
+    prompt, key = {"text": "go", "sessionID": "s1"}, {"Idempotency-Key": "same"}
+    first = api.post("/phases/p9/prompt", json=prompt, headers=key)
+    second = api.post("/sessions/p9/prompt", json={"text": "go"}, headers=key)
+    assert first.status_code == second.status_code == 201
+    assert first.json()["prompt"]["id"] != second.json()["prompt"]["id"]
+    assert second.json()["prompt"]["sessionID"] == "p9"
