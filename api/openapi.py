@@ -18,6 +18,7 @@ VERSION = "1.0.0"
 REF = "#/components/schemas/{name}"
 COMMON_ERRORS = (400, 401, 403, 429, 503)
 BODY_ERRORS = (413, 422)
+WRITES = ("POST", "PATCH", "PUT", "DELETE")  # each takes an Idempotency-Key
 DESCRIPTIONS = {
     400: "bad input: invalid JSON, id, parameter or header",
     401: "no valid bearer token (when tokens are enforced)",
@@ -25,7 +26,8 @@ DESCRIPTIONS = {
     404: "not found",
     409: "conflict: illegal transition, stale version, or state that forbids it",
     413: "body, batch or bounded collection too large",
-    422: "the body does not validate; the message names the JSON path",
+    422: "the body does not validate (the message names the JSON path), or the "
+    "Idempotency-Key was used with another request (IDEMPOTENCY_KEY_REUSED)",
     429: "a per-client bound is reached; retry later",
     503: "Redis unavailable; retry (with the same Idempotency-Key)",
 }
@@ -86,7 +88,7 @@ def _parameters(op: Operation, full_path: str) -> list[dict[str, Any]]:
                 "schema": {"type": "string", "pattern": "^[0-9]+$"},
             }
         )
-    if op.method in ("POST", "PATCH", "PUT", "DELETE"):
+    if op.method in WRITES:
         params.append(
             {
                 "name": "Idempotency-Key",
@@ -123,6 +125,8 @@ def _operation(op: Operation, schemas: dict[Any, dict[str, Any]], full_path: str
     if op.may_be_empty:
         responses["204"] = {"description": "nothing to return"}
     errors = {*COMMON_ERRORS, *op.errors, *(BODY_ERRORS if op.body is not None else ())}
+    if op.method in WRITES:
+        errors.add(422)  # a reused Idempotency-Key, with or without a body
     if not op.scoped:
         errors = set(op.errors)
     for status in sorted(errors):

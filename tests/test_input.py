@@ -3,6 +3,8 @@ error shape, and stores nothing."""
 
 import httpx
 
+from api.openapi import document
+
 
 def error_code(response: httpx.Response, status: int) -> str:
     assert response.status_code == status, response.text
@@ -80,3 +82,21 @@ def test_an_idempotency_key_names_one_operation_only(api: httpx.Client) -> None:
     assert first.status_code == second.status_code == 201
     assert first.json()["prompt"]["id"] != second.json()["prompt"]["id"]
     assert second.json()["prompt"]["sessionID"] == "p9"
+
+
+def test_a_key_reused_on_a_write_without_a_body_is_a_documented_422(api: httpx.Client) -> None:
+    # Found by schemathesis: DELETE with ?force=true and a key first used without it is 422
+    # IDEMPOTENCY_KEY_REUSED, a status the document listed only for operations with a body.
+    api.post("/todo/entries", json={"entries": [{"content": "x", "id": "e1"}]})
+    key = {"Idempotency-Key": "once"}
+    assert api.delete("/todo/entries/e1", headers=key).status_code == 200
+    again = api.delete("/todo/entries/e1", params={"force": "true"}, headers=key)
+    assert error_code(again, 422) == "IDEMPOTENCY_KEY_REUSED"
+    writes = [
+        op
+        for item in document()["paths"].values()
+        for method, op in item.items()
+        if method in ("post", "put", "patch", "delete") and "security" not in op
+    ]
+    assert writes
+    assert all("422" in op["responses"] for op in writes)
