@@ -53,6 +53,7 @@ class Operation:
     scoped: bool = True  # under PREFIX (False: service level)
     also: tuple[int, ...] = ()  # other statuses that answer the success body's shape
     media: str = "application/json"  # of the success body (others are documented as text)
+    also_media: tuple[str, ...] = ()  # other media types the success body may take (as text)
 
 
 SINCE_SEQ = Param(
@@ -679,6 +680,7 @@ OPERATIONS: list[Operation] = [
         "vault",
         response=PlanDocument,
         query=(FORMAT,),
+        also_media=("text/markdown",),
     ),
     Op(
         "get_document_schema",
@@ -719,6 +721,7 @@ OPERATIONS: list[Operation] = [
         response=r.SnapshotBody,
         errors=(404,),
         query=(FORMAT,),
+        also_media=("text/markdown",),
     ),
     Op(
         "start_import",

@@ -118,7 +118,8 @@ def _operation(op: Operation, schemas: dict[Any, dict[str, Any]], full_path: str
     else:
         responses[str(op.status)] = {
             "description": op.summary,
-            "content": _json(schemas[op.response]),
+            "content": _json(schemas[op.response])
+            | {media: {"schema": {"type": "string"}} for media in op.also_media},
         }
     for status in op.also:
         responses[str(status)] = {"description": op.summary, "content": _json(schemas[op.response])}

@@ -3,6 +3,7 @@ error shape, and stores nothing."""
 
 import httpx
 
+from api.contract import PREFIX
 from api.openapi import document
 
 
@@ -100,3 +101,14 @@ def test_a_key_reused_on_a_write_without_a_body_is_a_documented_422(api: httpx.C
     ]
     assert writes
     assert all("422" in op["responses"] for op in writes)
+
+
+def test_the_markdown_exports_are_documented(api: httpx.Client) -> None:
+    # Found by schemathesis: ?format=markdown answers text/markdown, undocumented.
+    exported = api.get("/vault/export", params={"format": "markdown"})
+    assert exported.status_code == 200
+    assert exported.headers["content-type"].startswith("text/markdown")
+    paths = document()["paths"]
+    for path in ("/vault/export", "/vault/{snapshotID}"):
+        content = paths[PREFIX + path]["get"]["responses"]["200"]["content"]
+        assert set(content) == {"application/json", "text/markdown"}
