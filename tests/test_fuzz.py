@@ -12,7 +12,8 @@
   5xx, and every 4xx has the error shape.
 
 Cases run and 5xx seen are counted and reported at the end of the module. The runs are
-derandomized, so the suite sees the same cases every time; ``ORCH_FUZZ_RANDOM=1`` explores.
+derandomized, so the suite sees the same cases every time; ``ORCH_FUZZ_RANDOM=1`` explores
+(with ``ORCH_FUZZ_CASES=200``, say).
 
 The server runs on a Redis of its own, and may only clone repositories from local paths.
 """
@@ -43,8 +44,10 @@ from orchestrator.redis_server import RedisServer
 from tests.seeding import Seeded, seed
 from tests.servers import ROOT, ServerProcess
 
-CASES = 20  # fuzzed cases per operation, besides the coverage phase's (0 to 300 each)
-JUNK = 25  # junk requests per write operation
+# Fuzzed cases per operation, besides the coverage phase's (0 to 300 each), and junk
+# requests per write; ORCH_FUZZ_CASES scales both (the suite's run keeps within ~90 s).
+CASES = int(os.environ.get("ORCH_FUZZ_CASES", "20"))
+JUNK = CASES * 5 // 4
 STREAM_CASES = 40
 # What the server serves (checked below): loaded at import, as schemathesis makes one test
 # per operation when the module is collected.
