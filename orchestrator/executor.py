@@ -21,12 +21,11 @@ from orchestrator.events import (
     ExecutorStarted,
     ExecutorStopped,
     LeaseExpired,
-    LocksReleased,
 )
 from orchestrator.model import ACTIVE, TRANSITIONS, Entry, ExecutorState, Plan
 from orchestrator.plan import Decision
 from orchestrator.results import Diagnostic, Reason
-from orchestrator.rules import bump, move, release, replace
+from orchestrator.rules import bump, held_files, move, release, replace, unlock
 
 
 @dataclass(frozen=True)
@@ -233,18 +232,8 @@ def expire(plan: Plan, now: int, limits: Limits) -> tuple[Plan, list[Any]]:
     for lease in sorted(plan.leases.values(), key=lambda x: x.expires_at):
         if lease.expires_at > now:
             continue
-        held = [f for f in lease.files if (lk := plan.locks.get(f)) and lk.leaseID == lease.id]
-        if held:
-            events.append(
-                LocksReleased(
-                    leaseID=lease.id,
-                    entryID=lease.entryID,
-                    sessionID=lease.sessionID,
-                    files=held,
-                    reason="lease expired",
-                    unlocked=held,
-                )
-            )
+        held = held_files(plan, lease)
+        events += unlock(plan, lease, "lease expired")
         events.append(
             LeaseExpired(
                 leaseID=lease.id, entryID=lease.entryID, sessionID=lease.sessionID, ended=[lease.id]

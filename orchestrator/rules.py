@@ -73,24 +73,34 @@ def check_transition(entry: Entry, to: str) -> None:
         )
 
 
+def held_files(plan: Plan, lease: Lease) -> list[str]:
+    """The lease's files that it still holds the lock of."""
+    return [f for f in lease.files if (lock := plan.locks.get(f)) and lock.leaseID == lease.id]
+
+
+def unlock(plan: Plan, lease: Lease, reason: str) -> list[PlanDelta]:
+    """Release the file locks a lease holds (nothing when it holds none)."""
+    held = held_files(plan, lease)
+    if not held:
+        return []
+    return [
+        LocksReleased(
+            leaseID=lease.id,
+            entryID=lease.entryID,
+            sessionID=lease.sessionID,
+            files=held,
+            reason=reason,
+            unlocked=held,
+        )
+    ]
+
+
 def release(plan: Plan, entry: Entry, outcome: Outcome, reason: str) -> list[PlanDelta]:
     """End the lease an entry is worked under, with its file locks."""
     lease = next((x for x in plan.leases.values() if x.entryID == entry.id), None)
     if lease is None:
         return []
-    events: list[PlanDelta] = []
-    held = [f for f in lease.files if (lock := plan.locks.get(f)) and lock.leaseID == lease.id]
-    if held:
-        events.append(
-            LocksReleased(
-                leaseID=lease.id,
-                entryID=lease.entryID,
-                sessionID=lease.sessionID,
-                files=held,
-                reason=reason,
-                unlocked=held,
-            )
-        )
+    events = unlock(plan, lease, reason)
     events.append(
         LeaseReleased(
             leaseID=lease.id,
