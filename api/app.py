@@ -19,6 +19,7 @@ from api.openapi import openapi_json
 from api.sse import KINDS
 from api.state import Services
 from orchestrator import questions as question_commands
+from orchestrator.connection import pool_options
 from orchestrator.context import Orchestrator
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.eventlog import EventLog
@@ -95,7 +96,7 @@ def create_app(settings: Settings) -> Starlette:
         # so that `redis-cli CLIENT LIST` tells whose connection is whose. XREAD blocks for
         # 5 s at a time; the socket timeout leaves room for that.
         replica_id = mint("rep")
-        options = {"socket_connect_timeout": 5, "socket_timeout": 30}
+        options = pool_options(url)
         redis = Redis(
             connection_pool=BlockingConnectionPool.from_url(
                 url, max_connections=POOL_SIZE, client_name=f"orch-api:{replica_id}", **options
