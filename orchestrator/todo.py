@@ -217,9 +217,10 @@ def decide_create(plan: Plan, given: list[EntryInput], now: int) -> Decision:
 
 
 def decide_update_todo(plan: Plan, given: TodoInput, now: int) -> Decision:
+    """No result: the document's version is the seq the update is appended at, unknown
+    here, so the route answers with the document read back after the append."""
     todo = replace(_todo(plan, now), project_context=given.project_context)
-    after = replace(plan, todo=todo, version=plan.version + 1)
-    return Decision([TodoUpdated(todo=todo)], document(after))
+    return Decision([TodoUpdated(todo=todo)])
 
 
 # Changing one entry
