@@ -1,6 +1,7 @@
 """Running a domain command from a request: decode, decide on the plan, answer its JSON."""
 
 from collections.abc import Callable
+from typing import TypeVar
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,6 +13,7 @@ from orchestrator.clock import now_ms
 from orchestrator.model import Plan
 from orchestrator.plan import Decision
 
+T = TypeVar("T")
 DecideAt = Callable[[Plan, int], Decision]
 
 
@@ -27,6 +29,19 @@ async def run(
     if result == b"null":
         return Response(status_code=204)
     return raw_json(result, status)
+
+
+async def with_body(
+    request: Request,
+    type_: type[T],
+    operation: str,
+    decide: Callable[[Plan, T, int], Decision],
+    status: int = 200,
+) -> Response:
+    """``run`` with the request body decoded into ``type_`` and handed to ``decide``."""
+    raw = await decode.body(request)
+    given = decode.decode(raw, type_)
+    return await run(request, operation, raw, lambda plan, now: decide(plan, given, now), status)
 
 
 async def plan(request: Request) -> Plan:

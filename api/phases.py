@@ -35,13 +35,11 @@ async def get_phase(request: Request) -> Response:
 
 async def patch_phase(request: Request) -> Response:
     phase_id = _phase_id(request)
-    raw = await decode.body(request)
-    given = decode.decode(raw, phases.PhasePatch)
-    return await commands.run(
+    return await commands.with_body(
         request,
+        phases.PhasePatch,
         f"phase:{phase_id}",
-        raw,
-        lambda plan, now: phases.decide_update(plan, phase_id, given, now),
+        lambda plan, given, now: phases.decide_update(plan, phase_id, given, now),
     )
 
 

@@ -39,13 +39,11 @@ async def todo_events(request: Request) -> Response:
 
 
 async def create_entries(request: Request) -> Response:
-    raw = await decode.body(request)
-    given = decode.decode(raw, todo.EntriesInput)
-    return await commands.run(
+    return await commands.with_body(
         request,
+        todo.EntriesInput,
         "entries",
-        raw,
-        lambda plan, now: todo.decide_create(plan, given.entries, now),
+        lambda plan, given, now: todo.decide_create(plan, given.entries, now),
         status=201,
     )
 
@@ -73,49 +71,41 @@ async def delete_entry(request: Request) -> Response:
 
 async def patch_status(request: Request) -> Response:
     entry_id = _entry_id(request)
-    raw = await decode.body(request)
-    given = decode.decode(raw, todo.StatusInput)
-    return await commands.run(
+    return await commands.with_body(
         request,
+        todo.StatusInput,
         f"status:{entry_id}",
-        raw,
-        lambda plan, now: todo.decide_status(plan, entry_id, given, now),
+        lambda plan, given, now: todo.decide_status(plan, entry_id, given, now),
     )
 
 
 async def patch_rounds(request: Request) -> Response:
     entry_id = _entry_id(request)
-    raw = await decode.body(request)
-    given = decode.decode(raw, todo.RoundsInput)
-    return await commands.run(
+    return await commands.with_body(
         request,
+        todo.RoundsInput,
         f"rounds:{entry_id}",
-        raw,
-        lambda plan, now: todo.decide_rounds(plan, entry_id, given, now),
+        lambda plan, given, now: todo.decide_rounds(plan, entry_id, given, now),
     )
 
 
 async def patch_priority(request: Request) -> Response:
     entry_id = _entry_id(request)
-    raw = await decode.body(request)
-    given = decode.decode(raw, todo.PriorityInput)
-    return await commands.run(
+    return await commands.with_body(
         request,
+        todo.PriorityInput,
         f"priority:{entry_id}",
-        raw,
-        lambda plan, now: todo.decide_priority(plan, entry_id, given, now),
+        lambda plan, given, now: todo.decide_priority(plan, entry_id, given, now),
     )
 
 
 async def patch_budget(request: Request) -> Response:
     entry_id = _entry_id(request)
-    raw = await decode.body(request)
-    given = decode.decode(raw, todo.EntryBudgetInput)
-    return await commands.run(
+    return await commands.with_body(
         request,
+        todo.EntryBudgetInput,
         f"entry-budget:{entry_id}",
-        raw,
-        lambda plan, now: todo.decide_budget(plan, entry_id, given, now),
+        lambda plan, given, now: todo.decide_budget(plan, entry_id, given, now),
     )
 
 
@@ -136,13 +126,11 @@ async def get_spec(request: Request) -> Response:
 
 async def put_spec(request: Request) -> Response:
     entry_id = _entry_id(request)
-    raw = await decode.body(request)
-    given = decode.decode(raw, todo.SpecInput)
-    return await commands.run(
+    return await commands.with_body(
         request,
+        todo.SpecInput,
         f"spec:{entry_id}",
-        raw,
-        lambda plan, now: todo.decide_spec(plan, entry_id, given, now),
+        lambda plan, given, now: todo.decide_spec(plan, entry_id, given, now),
     )
 
 
