@@ -94,6 +94,20 @@ class WorkspaceKeys:
         """Sorted set of the calls whose ``field`` equals ``value``."""
         return f"{self.prefix}:log:by:{field}:{value}"
 
+    def log_status_tool(self, status: str, tool: str) -> str:
+        """Sorted set of the calls with this ``status`` and ``tool``: the one composite
+        index. Both fields have few values and the largest plain indexes, so intersecting
+        theirs costs O(log size); every other combination has a small index to start from.
+        (A status holds no ``:``, so the key names one pair.)"""
+        return f"{self.prefix}:log:by:status+tool:{status}:{tool}"
+
+    @property
+    def log_call_ids(self) -> str:
+        """Hash: callID -> the padded seqs of its calls, space-separated. The callID index:
+        a callID names one call, rarely a few, and a sorted set each would be a new key (and
+        a registry entry) per call."""
+        return f"{self.prefix}:log:callids"
+
     @property
     def log_indexes(self) -> str:
         """Set of every ``log_index`` key, so that purge and rebuild can drop them."""

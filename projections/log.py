@@ -1,8 +1,11 @@
 """The tool-call log read model and its queries.
 
-Every call is stored once (hash ``log:calls``, by zero-padded seq) and indexed in sorted sets
-scored by its timestamp: one over all calls and one per value of each filter field. A query
-reads one index, or intersects the indexes of its filters, and pages by rank.
+Every call is stored once (hash ``log:calls``, by zero-padded seq) and indexed by its
+timestamp: in a sorted set over all calls, one per value of each filter field, and one per
+(status, tool) pair, the combination whose plain indexes are the largest. The callID, which
+names one call (rarely a few), is indexed by a hash instead: a sorted set per call would be a
+new key per call. A query reads one index, or intersects the indexes of its filters, and pages
+by rank.
 
 An intersection costs O(smallest index x filters). When the smallest index holds
 ``KEEP_FROM`` calls or more, the intersection is kept (a disposable cache key, ``KEEP_MS``
@@ -27,10 +30,15 @@ LOG_PAGE = Script.load("log_page", package="projections.lua")
 KEEP_FROM = 1024  # smallest index size from which an intersection is kept
 KEEP_MS = 300_000  # how long a kept intersection outlives its last use
 
-# What the indexes need of a stored ToolCall, in LOG_FILTER_FIELDS order after the timestamp:
-# decoding only this skips the rest of the call (it was validated when it was recorded).
+# The filter fields with a sorted set per value (all but callID), tool and status first.
+SORTED_FIELDS = tuple(f for f in LOG_FILTER_FIELDS if f != "callID")
+assert SORTED_FIELDS[:2] == ("tool", "status")
+
+# What the indexes need of a stored ToolCall: decoding only this skips the rest of the call
+# (it was validated when it was recorded).
 _Indexed = msgspec.defstruct(
-    "IndexedCall", [("timestamp", int), *((f, str | None, None) for f in LOG_FILTER_FIELDS)]
+    "IndexedCall",
+    [("timestamp", int), ("callID", str), *((f, str | None, None) for f in SORTED_FIELDS)],
 )
 _decode_indexed = msgspec.json.Decoder(_Indexed).decode
 
@@ -51,23 +59,26 @@ class LogProjection:
         return []
 
     def _record(self, keys: WorkspaceKeys, event: StoredEvent) -> list[Command]:
-        timestamp, *values = msgspec.structs.astuple(_decode_indexed(event.payload))
+        timestamp, call_id, *values = msgspec.structs.astuple(_decode_indexed(event.payload))
         m = member(event.seq)
         indexes = [
             keys.log_index(field, value)
-            for field, value in zip(LOG_FILTER_FIELDS, values, strict=True)
+            for field, value in zip(SORTED_FIELDS, values, strict=True)
             if value is not None
         ]
+        indexes.append(keys.log_status_tool(values[1], values[0]))
         return [
             ("HSET", keys.log_calls, m, bytes(event.payload)),
             ("ZADD", keys.log_all, timestamp, m),
             *[("ZADD", index, timestamp, m) for index in indexes],
             ("SADD", keys.log_indexes, *indexes),
+            ("HAPPEND", keys.log_call_ids, call_id, m),
         ]
 
     def apply_batch(self, keys: WorkspaceKeys, events: list[StoredEvent]) -> list[Command]:
         """The writes of ``apply`` for each event, already merged per key, as the runner
-        would merge them: one HSET, one ZADD per index and one SADD for the batch's calls.
+        would merge them: one HSET, one ZADD per index, one SADD and one HAPPEND for the
+        batch's calls.
 
         Tool calls are most of any log, and building then merging ~10 commands per call cost
         the projector more than anything else."""
@@ -83,7 +94,10 @@ class LogProjection:
         return writes + batch.writes()
 
     def drop(self, keys: WorkspaceKeys) -> list[Command]:
-        return [("DELMEMBERS", keys.log_indexes), ("DEL", keys.log_calls, keys.log_all)]
+        return [
+            ("DELMEMBERS", keys.log_indexes),
+            ("DEL", keys.log_calls, keys.log_all, keys.log_call_ids),
+        ]
 
 
 class _Batch:
@@ -94,24 +108,38 @@ class _Batch:
         self.calls: list[Word] = []  # padded seq, ToolCall JSON, ...
         self.all: list[Word] = []  # timestamp, padded seq, ...
         self.indexes: dict[str, list[Word]] = {}  # index key -> timestamp, padded seq, ...
-        self.index_keys: list[dict[str, str]] = [{} for _ in LOG_FILTER_FIELDS]  # by value
+        self.index_keys: list[dict[str, str]] = [{} for _ in SORTED_FIELDS]  # by value
+        self.pair_keys: dict[tuple[str, str], str] = {}  # (status, tool) -> its index
+        self.call_ids: dict[str, str] = {}  # callID -> padded seqs, space-separated
 
     def add(self, event: StoredEvent) -> None:
-        timestamp, *values = msgspec.structs.astuple(_decode_indexed(event.payload))
+        ts, call_id, *values = msgspec.structs.astuple(_decode_indexed(event.payload))
+        # As text: Redis's Lua would print each number it is handed, once per index.
+        timestamp = str(ts)
         m = member(event.seq)
         self.calls += (m, bytes(event.payload))
         self.all += (timestamp, m)
-        for field, value, known in zip(LOG_FILTER_FIELDS, values, self.index_keys, strict=True):
+        for field, value, known in zip(SORTED_FIELDS, values, self.index_keys, strict=True):
             if value is None:
                 continue
             index = known.get(value)
             if index is None:
                 index = known[value] = self.keys.log_index(field, value)
-            pairs = self.indexes.get(index)
-            if pairs is None:
-                self.indexes[index] = [timestamp, m]
-            else:
-                pairs += (timestamp, m)
+            self._index(index, timestamp, m)
+        pair = (values[1], values[0])
+        index = self.pair_keys.get(pair)
+        if index is None:
+            index = self.pair_keys[pair] = self.keys.log_status_tool(*pair)
+        self._index(index, timestamp, m)
+        seqs = self.call_ids.get(call_id)
+        self.call_ids[call_id] = m if seqs is None else f"{seqs} {m}"
+
+    def _index(self, index: str, timestamp: str, m: str) -> None:
+        pairs = self.indexes.get(index)
+        if pairs is None:
+            self.indexes[index] = [timestamp, m]
+        else:
+            pairs += (timestamp, m)
 
     def writes(self) -> list[Command]:
         if not self.calls:
@@ -121,7 +149,12 @@ class _Batch:
             ("ZADD", self.keys.log_all, *self.all),
             *[("ZADD", index, *pairs) for index, pairs in self.indexes.items()],
             ("SADD", self.keys.log_indexes, *self.indexes),
+            ("HAPPEND", self.keys.log_call_ids, *_pairs(self.call_ids)),
         ]
+
+
+def _pairs(mapping: dict[str, str]) -> list[Word]:
+    return [word for item in mapping.items() for word in item]
 
 
 class LogQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,9 +182,15 @@ async def query_log(
 ) -> LogPage:
     """One page of matching calls and their total; ``keep_from``: see ``KEEP_FROM``."""
     keys = WorkspaceKeys(workspace_id)
-    indexes = [keys.log_index(f, v) for f, v in sorted(query.filters.items())]
+    filters = dict(query.filters)
+    call_id = filters.pop("callID", "")
+    indexes = []
+    if "status" in filters and "tool" in filters:
+        indexes.append(keys.log_status_tool(filters.pop("status"), filters.pop("tool")))
+    indexes += [keys.log_index(f, v) for f, v in sorted(filters.items())]
     digest = hashlib.blake2b(msgspec.json.encode(sorted(query.filters.items())), digest_size=16)
     intersection = f"{keys.caches}:log:{digest.hexdigest()}"
+    calls_of_id = [keys.log_call_ids, f"{intersection}:call"]
     args = [
         "-inf" if query.from_ms is None else query.from_ms,
         "+inf" if query.to_ms is None else query.to_ms,
@@ -161,9 +200,11 @@ async def query_log(
         LogProjection.name,
         keep_from,
         KEEP_MS,
+        call_id,
     ]
     bookkeeping = [intersection, f"{intersection}:meta", keys.checkpoints, keys.log_all]
-    total, items = await LOG_PAGE(redis, [keys.log_calls, *bookkeeping, *indexes], args)
+    all_keys = [keys.log_calls, *bookkeeping, *calls_of_id, *indexes]
+    total, items = await LOG_PAGE(redis, all_keys, args)
     return LogPage([bytes(i) for i in items if i is not None], query.page, query.limit, int(total))
 
 

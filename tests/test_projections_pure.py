@@ -99,8 +99,8 @@ def test_a_full_tool_call_is_stored_and_indexed_by_every_filter_field() -> None:
         f"{KEYS.prefix}:log:by:sessionID:s1",
         f"{KEYS.prefix}:log:by:agentName:build-agent",
         f"{KEYS.prefix}:log:by:entryID:entry_1",
-        f"{KEYS.prefix}:log:by:callID:call_1",
         f"{KEYS.prefix}:log:by:container_id:ctr_1",
+        f"{KEYS.prefix}:log:by:status+tool:ok:fs.read",
     ]
     assert writes(event) == {
         "config": [],
@@ -109,6 +109,7 @@ def test_a_full_tool_call_is_stored_and_indexed_by_every_filter_field() -> None:
             ("ZADD", KEYS.log_all, ts, m),
             *[("ZADD", key, ts, m) for key in index_keys],
             ("SADD", KEYS.log_indexes, *index_keys),
+            ("HAPPEND", f"{KEYS.prefix}:log:callids", "call_1", m),
         ],
         "questions": [],
         "sessions": [("SADD", KEYS.sessions, "s1")],
@@ -126,7 +127,7 @@ def test_a_sparse_tool_call_is_not_indexed_by_absent_fields() -> None:
         KEYS.log_index("status", "intercepted"),
         KEYS.log_index("sessionID", "s2"),
         KEYS.log_index("agentName", "build-agent"),
-        KEYS.log_index("callID", "call_1"),
+        KEYS.log_status_tool("intercepted", "fs.read"),
     }
     assert not any(":entryID:" in str(k) or ":container_id:" in str(k) for k in indexed)
     assert SessionsProjection().apply(KEYS, event) == [("SADD", KEYS.sessions, "s2")]
@@ -182,7 +183,10 @@ def test_purge_drops_every_read_model_but_config() -> None:
     event = stored(20, OrchestrationPurged(purged=["todos", "events"]))
     assert writes(event) == {
         "config": [],
-        "log": [("DELMEMBERS", KEYS.log_indexes), ("DEL", KEYS.log_calls, KEYS.log_all)],
+        "log": [
+            ("DELMEMBERS", KEYS.log_indexes),
+            ("DEL", KEYS.log_calls, KEYS.log_all, KEYS.log_call_ids),
+        ],
         "questions": [
             ("DEL", KEYS.questions, KEYS.questions_order, KEYS.questions_expiry),
         ],
@@ -273,8 +277,8 @@ def test_any_tool_call_is_indexed_by_exactly_its_present_filter_fields(
     expected = {
         KEYS.log_index(f, getattr(call, f))
         for f in LOG_FILTER_FIELDS
-        if getattr(call, f) is not None
-    }
+        if getattr(call, f) is not None and f != "callID"
+    } | {KEYS.log_status_tool(call.status, call.tool)}
     zadds = [w for w in log_writes if w[0] == "ZADD"]
     # Every ZADD is scored by the call's timestamp and names the call by its padded seq.
     assert {(w[2], w[3]) for w in zadds} == {(call.timestamp, member(seq))}
@@ -287,6 +291,9 @@ def test_any_tool_call_is_indexed_by_exactly_its_present_filter_fields(
     (stored_call,) = [w for w in log_writes if w[0] == "HSET"]
     assert stored_call == ("HSET", KEYS.log_calls, member(seq), bytes(event.payload))
     assert msgspec.json.decode(stored_call[3], type=ToolCall) == call
+    # The callID is indexed by a hash: callID -> seqs.
+    (call_ids,) = [w for w in log_writes if w[0] == "HAPPEND"]
+    assert call_ids == ("HAPPEND", KEYS.log_call_ids, call.callID, member(seq))
     # The index keys stay in the workspace's hash slot.
     assert all(str(k).startswith(KEYS.prefix + ":log:by:") for k in expected)
     assert SessionsProjection().apply(KEYS, event) == [("SADD", KEYS.sessions, call.sessionID)]
@@ -345,6 +352,12 @@ class Store:
             self.zsets.pop(key, None)
             self.sets.pop(key, None)
 
+    def happend(self, key: str, *pairs: Word) -> None:
+        h = self.hashes.setdefault(key, {})
+        for f, v in zip(pairs[::2], pairs[1::2], strict=True):
+            had = h.get(word(f))
+            h[word(f)] = word(v) if had is None else had + b" " + word(v)
+
     def delmembers(self, registry: str) -> None:
         self.delete(*(m.decode() for m in self.sets.get(registry, set())), registry)
 
@@ -396,10 +409,15 @@ class Reference:
         for seq, call in self.calls.items():
             expected.hset(KEYS.log_calls, member(seq), msgspec.json.encode(call))
             expected.zadd(KEYS.log_all, call.timestamp, member(seq))
-            for f in LOG_FILTER_FIELDS:
-                if (value := getattr(call, f)) is not None:
-                    expected.zadd(KEYS.log_index(f, value), call.timestamp, member(seq))
-                    expected.sadd(KEYS.log_indexes, KEYS.log_index(f, value))
+            indexes = [
+                KEYS.log_index(f, value)
+                for f in LOG_FILTER_FIELDS
+                if (value := getattr(call, f)) is not None and f != "callID"
+            ]
+            for index in [*indexes, KEYS.log_status_tool(call.status, call.tool)]:
+                expected.zadd(index, call.timestamp, member(seq))
+                expected.sadd(KEYS.log_indexes, index)
+            expected.happend(KEYS.log_call_ids, call.callID, member(seq))
         for qid, (q, seq) in self.pending.items():
             expected.hset(KEYS.questions, qid, msgspec.json.encode(q))
             expected.zadd(KEYS.questions_order, seq, qid)
