@@ -28,11 +28,11 @@ from typing import Any
 
 import msgspec
 import uvloop
-from redis.asyncio import Redis
 
 from bench.batch_load import tool_call
 from bench.harness import Bench, Figure, median, percentile
 from orchestrator.clock import now_ms
+from orchestrator.connection import connect
 from orchestrator.eventlog import EventLog
 from orchestrator.events import NewEvent, new_event
 from orchestrator.toolcalls import ToolCallInput, complete
@@ -196,7 +196,7 @@ def events_for(batches: int, tag: str) -> list[list[NewEvent]]:
 
 async def split_once(url: str, batches: list[list[NewEvent]], ws: str) -> tuple[float, float]:
     """(calls/s of EventLog.append alone, calls/s of the projector alone)."""
-    async with Redis.from_url(url) as redis:
+    async with connect(url) as redis:
         log = EventLog(redis, retention=1_000_000, idempotency_ttl_ms=86_400_000)
         calls = sum(len(events) for events in batches)
         started = time.perf_counter()

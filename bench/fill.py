@@ -17,8 +17,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from redis.asyncio import Redis
-
+from orchestrator.connection import connect
 from orchestrator.eventlog import EventLog
 from orchestrator.events import (
     ConfigUpdated,
@@ -131,7 +130,7 @@ def batches(events: list[NewEvent], size: int = BATCH) -> Iterator[list[NewEvent
 
 async def append_events(redis_url: str, workspace: str, events: list[NewEvent]) -> float:
     """Append ``events`` in batches, ``IN_FLIGHT`` at a time; returns the seconds taken."""
-    async with Redis.from_url(redis_url) as redis:
+    async with connect(redis_url) as redis:
         eventlog = EventLog(redis, retention=0, idempotency_ttl_ms=60_000)
         gate = asyncio.Semaphore(IN_FLIGHT)
 
@@ -147,7 +146,7 @@ async def append_events(redis_url: str, workspace: str, events: list[NewEvent]) 
 
 async def catch_up(redis_url: str, workspace: str) -> tuple[int, float]:
     """Project every event of ``workspace``; returns (seq reached, seconds taken)."""
-    async with Redis.from_url(redis_url) as redis:
+    async with connect(redis_url) as redis:
         projector = Projector(EventLog(redis, retention=0, idempotency_ttl_ms=60_000))
         started = time.perf_counter()
         reached = await projector.catch_up(workspace)

@@ -44,10 +44,10 @@ from eventsourcing.persistence import (
     StoredEvent,
 )
 from psycopg import sql
-from redis.asyncio import Redis
 
 from bench.batch import stored_payload
 from bench.harness import Bench, Figure, median
+from orchestrator.connection import connect
 from orchestrator.eventlog import EventLog, VersionConflict
 from orchestrator.events import NewEvent
 from orchestrator.redis_server import RedisServer
@@ -174,7 +174,7 @@ def check_peer_conflict(recorder: ApplicationRecorder, aggregate: uuid.UUID, sta
 async def our_rate(url: str, ws: str, ids: list[str], per: int, payload: bytes) -> float:
     """Events/s of ``EventLog.append`` with expected versions, ``WRITERS`` tasks."""
     settings = Settings()
-    async with Redis.from_url(url) as redis:
+    async with connect(url) as redis:
         log = EventLog(redis, settings.event_retention, settings.idempotency_ttl_ms)
         batcher = asyncio.create_task(log.run_batcher())
         await asyncio.sleep(0)  # let the batcher start: appends are then group-committed

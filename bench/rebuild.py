@@ -14,11 +14,10 @@ import os
 import time
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from bench.fill import append, mixed_events
 from bench.harness import Bench, Figure, median
 from bench.replay import xrange_reader
+from orchestrator.connection import connect
 from orchestrator.eventlog import EventLog
 from projections.runner import Projector
 
@@ -44,7 +43,7 @@ def redis_cpu(b: Bench) -> float:
 
 
 async def rebuild_all(redis_url: str) -> int:
-    async with Redis.from_url(redis_url) as client:
+    async with connect(redis_url) as client:
         projector = Projector(EventLog(client, retention=0, idempotency_ttl_ms=60_000))
         return await projector.rebuild(WORKSPACE)
 

@@ -126,10 +126,10 @@ def secured(args: argparse.Namespace, settings: Settings) -> Settings | None:
 
 
 async def _with_tokens(settings: Settings, use: Callable[[TokenStore], Awaitable[T]]) -> T:
-    from redis.asyncio import Redis
+    from orchestrator.connection import connect
 
     assert settings.redis_url is not None
-    async with Redis.from_url(settings.redis_url) as redis:
+    async with connect(settings.redis_url) as redis:
         return await use(TokenStore(redis))
 
 
@@ -164,13 +164,12 @@ def token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from redis.asyncio import Redis
-
+    from orchestrator.connection import connect
     from orchestrator.eventlog import EventLog
     from projections.runner import Projector
 
     async def run(url: str) -> int:
-        async with Redis.from_url(url) as redis:
+        async with connect(url) as redis:
             eventlog = EventLog(redis, settings.event_retention, settings.idempotency_ttl_ms)
             projector = Projector(eventlog)
             reached = await projector.rebuild(args.workspace, args.projection or None)

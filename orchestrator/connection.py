@@ -1,10 +1,13 @@
-"""Redis connections that survive a Redis restart without resending a command."""
+"""Redis connections that survive a Redis restart without resending a command, and pack
+commands in C."""
 
 import asyncio
 
-from redis.asyncio import Connection
+from hiredis import pack_command
+from redis.asyncio import Connection, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.typing import EncodableT
 
 HEALTH_CHECK_S = 1  # a connection idle this long is PINGed before its next command
 
@@ -29,6 +32,20 @@ class CheckedConnection(Connection):
                 self._send_ping, self._ping_failed, with_failure_count=True
             )
 
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        """The command in RESP, packed by hiredis (an append's EVALSHA: ~1 us, against ~8 us
+        in redis-py's asyncio connection, which packs in Python). A command name holding a
+        space (``"CONFIG GET"``), or an argument hiredis does not take, goes to redis-py,
+        which splits the one and raises its own error for the other."""
+        name = args[0]
+        spaced = " " in name if isinstance(name, str) else isinstance(name, bytes) and b" " in name
+        if not spaced:
+            try:
+                return [pack_command(args)]  # type: ignore[arg-type]  # its stub: a 1-tuple
+            except TypeError:
+                pass
+        return super().pack_command(*args)
+
 
 def pool_options(url: str) -> dict[str, object]:
     """Connection options for the service's pools (plain ``redis://`` gets the checked
@@ -37,3 +54,8 @@ def pool_options(url: str) -> dict[str, object]:
     if url.startswith("redis://"):
         options.update(connection_class=CheckedConnection, health_check_interval=HEALTH_CHECK_S)
     return options
+
+
+def connect(url: str) -> Redis:
+    """A client with the service's connection options (``orchestrator rebuild``, tokens)."""
+    return Redis.from_url(url, **pool_options(url))  # type: ignore[arg-type]

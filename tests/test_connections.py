@@ -1,14 +1,19 @@
-"""Redis connections grow with active workspaces, never with SSE clients."""
+"""Redis connections grow with active workspaces, never with SSE clients; commands are
+packed in C exactly as redis-py packs them."""
 
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from typing import Any
 
 import anyio
 import httpx
 import pytest
 import redis
+from redis.asyncio import Connection
+from redis.exceptions import DataError
 
 from api.app import POOL_SIZE
+from orchestrator.connection import CheckedConnection
 from tests.servers import ServerProcess
 
 CLIENTS_PER_WORKSPACE = 40
@@ -58,3 +63,26 @@ async def test_sse_clients_share_one_reader_per_workspace(
     assert counts["orch-feed"] == len(workspaces)
     # Requests go through a fixed pool, whatever the number of clients.
     assert 1 <= counts["orch-api"] <= POOL_SIZE
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 2, "orch:{ws}:events", "", 86_400_000, 1.5, -3, b"\x00\xff\r\n"),
+        ("SET", "k", "é" * 3, memoryview(b"view")),
+        ("HSET", "h", "f", b"x" * 100_000),  # large values: redis-py cuts them into chunks
+        ("CONFIG GET", "maxmemory"),  # a name with a space: redis-py splits it
+        (b"CLIENT SETNAME", b"x"),
+    ],
+)
+def test_commands_are_packed_as_redis_py_packs_them(args: tuple[Any, ...]) -> None:
+    ours = CheckedConnection().pack_command(*args)
+    theirs = Connection().pack_command(*args)
+    assert b"".join(bytes(c) for c in ours) == b"".join(bytes(c) for c in theirs)
+
+
+def test_arguments_redis_cannot_take_are_refused_as_redis_py_refuses_them() -> None:
+    bads: list[Any] = [True, None, {"a": 1}]
+    for bad in bads:
+        with pytest.raises(DataError, match="Invalid input"):
+            CheckedConnection().pack_command("SET", "k", bad)
