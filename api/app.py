@@ -24,7 +24,7 @@ from orchestrator.context import Orchestrator
 from orchestrator.dispatcher import Dispatcher
 from orchestrator.eventlog import EventLog
 from orchestrator.feed import Feed
-from orchestrator.ids import mint
+from orchestrator.ids import mint, request_id
 from orchestrator.importer import Importer
 from orchestrator.settings import Settings
 from orchestrator.subscribers import SubscriberCounts
@@ -153,5 +153,5 @@ class BindRequest:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(request_id=mint("req"), path=scope["path"])
+            structlog.contextvars.bind_contextvars(request_id=request_id(), path=scope["path"])
         await self.app(scope, receive, send)

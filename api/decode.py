@@ -2,6 +2,7 @@
 
 import hashlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import msgspec
@@ -38,16 +39,20 @@ def valid_id(name: str, value: str) -> str:
 
 async def body(request: Request) -> bytes:
     limit = settings(request).max_body_bytes
-    declared = request.headers.get("content-length")
+    return await limited_body(request.headers.get("content-length"), request.stream(), limit)
+
+
+async def limited_body(declared: str | None, chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """The body from its chunks, refused as soon as it (or its Content-Length) is too large."""
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"request body exceeds {limit} bytes", {"limit": limit})
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    parts, size = [], 0
+    async for chunk in chunks:
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"request body exceeds {limit} bytes", {"limit": limit})
-        chunks.append(chunk)
-    return b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 def decode(raw: bytes, type_: type[T]) -> T:
@@ -75,7 +80,11 @@ def json_object(raw: bytes) -> dict[str, Any]:
 
 
 def idempotency(request: Request, operation: str, raw: bytes) -> Idempotency | None:
-    key = request.headers.get("idempotency-key")
+    return idempotency_key(request.headers.get("idempotency-key"), operation, raw)
+
+
+def idempotency_key(key: str | None, operation: str, raw: bytes) -> Idempotency | None:
+    """The ``Idempotency-Key`` header's value, checked, with the body's fingerprint."""
     if key is None:
         return None
     if not IDEMPOTENCY_KEY.fullmatch(key):

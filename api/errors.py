@@ -1,5 +1,6 @@
 """One table maps every error to its response: ``{"error": {"code", "message", "details"}}``."""
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -92,7 +93,9 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return JSON(error_body("INTERNAL", "internal error; see the server log"), 500)
 
 
-HANDLERS = {
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+HANDLERS: dict[type[Exception], Handler] = {
     OrchestrationError: orchestration_error,
     msgspec.DecodeError: validation_error,
     HTTPException: http_error,

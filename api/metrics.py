@@ -38,6 +38,20 @@ class Metrics:
         )
         self._services: Services | None = None
         self.registry.register(_ServiceCollector(self))
+        self._children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
+
+    def count(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """One response, and the time to its first byte. Each label combination's metrics
+        are looked up once (``labels()`` takes a lock and builds a key on every call)."""
+        children = self._children.get((endpoint, method, status))
+        if children is None:
+            children = (
+                self.latency.labels(endpoint),
+                self.requests.labels(endpoint, method, str(status)),
+            )
+            self._children[endpoint, method, status] = children
+        children[0].observe(seconds)
+        children[1].inc()
 
     def bind(self, s: Services) -> None:
         self._services = s
@@ -97,8 +111,7 @@ class CountRequests:
                 status[0] = message["status"]
                 endpoint = getattr(scope.get("endpoint"), "__name__", "none")
                 m: Metrics = scope["state"]["services"].metrics
-                m.latency.labels(endpoint).observe(time.perf_counter() - started)
-                m.requests.labels(endpoint, scope["method"], str(status[0])).inc()
+                m.count(endpoint, scope["method"], status[0], time.perf_counter() - started)
             await send(message)
 
         await self.app(scope, receive, send_counted)

@@ -4,6 +4,7 @@ import msgspec
 from starlette.responses import Response
 
 _encoder = msgspec.json.Encoder()
+encode_json = _encoder.encode
 
 
 class JSON(Response):

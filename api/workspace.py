@@ -4,9 +4,9 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api import decode
-from api.responses import JSON, raw_json
+from api.responses import JSON, encode_json, raw_json
 from api.sse import EVENTS, TOOL_CALLS, EventStreamResponse, stream
-from api.state import services
+from api.state import Services, services
 from orchestrator import config, purge, toolcalls
 from orchestrator import results as r
 from orchestrator.errors import InvalidInput
@@ -90,11 +90,17 @@ async def get_log(request: Request) -> Response:
 async def post_log(request: Request) -> Response:
     ws = decode.path_id(request, "workspaceID")
     raw = await decode.body(request)
+    key = request.headers.get("idempotency-key")
+    return raw_json(await record_calls(services(request), ws, raw, key), 201)
+
+
+async def record_calls(s: Services, ws: str, raw: bytes, idempotency_key: str | None) -> bytes:
+    """POST /log after its path and body are read (shared with api.fastpath)."""
     inputs = decode.tool_calls(raw)
-    idem = decode.idempotency(request, "log", raw)
-    recorded = await toolcalls.record_tool_calls(services(request).orchestrator, ws, inputs, idem)
+    idem = decode.idempotency_key(idempotency_key, "log", raw)
+    recorded = await toolcalls.record_tool_calls(s.orchestrator, ws, inputs, idem)
     items = [r.RecordedCall(seq=c.seq, callID=c.callID) for c in recorded]
-    return JSON(r.Recorded(items=items), 201)
+    return encode_json(r.Recorded(items=items))
 
 
 async def get_debug_dump(request: Request) -> Response:

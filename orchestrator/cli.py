@@ -56,7 +56,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from api.app import create_app, end_streams
     from api.auth import AuthGate
-    from api.fastpath import SSEFastPath
+    from api.fastpath import FastPath
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -79,7 +79,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"orchestrator serving on http://{args.host}:{args.port}", file=sys.stderr)
         app = create_app(ready)
         config = uvicorn.Config(
-            AuthGate(SSEFastPath(app)),
+            AuthGate(FastPath(app)),
             host=args.host,
             port=args.port,
             log_level=args.log_level.lower(),

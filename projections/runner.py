@@ -166,6 +166,12 @@ class Projector:
         self.eventlog = eventlog
         self.redis = eventlog.redis
         self.projections = list(projections or all_projections())
+        # Those folded an event at a time first (see _calls). A runtime Protocol check costs
+        # microseconds, and live projection would run it for every small batch: once, here.
+        self._folds: list[tuple[Projection, BatchProjection | None]] = sorted(
+            ((p, p if isinstance(p, BatchProjection) else None) for p in self.projections),
+            key=lambda fold: fold[1] is not None,
+        )
         self.batch = batch
         self.idle_s = idle_s
         self._caught_up: dict[str, int] = {}  # workspace -> seq every projection has reached
@@ -244,10 +250,9 @@ class Projector:
         # these are computed only once they have arrived: the event loop must get a turn every
         # now and then to send them. Those folded an event at a time go first, as they take
         # turns as they go.
-        chosen = sorted(self.projections, key=lambda p: isinstance(p, BatchProjection))
         calls = {}
-        for p in chosen:
-            call = await self._apply_call(keys, p, checkpoints[p.name], events)
+        for p, batched in self._folds:
+            call = await self._apply_call(keys, p, batched, checkpoints[p.name], events)
             if call is not None:
                 calls[p.name] = call
         return calls
@@ -268,14 +273,15 @@ class Projector:
         self,
         keys: WorkspaceKeys,
         projection: Projection,
+        batched: BatchProjection | None,
         checkpoint: int,
         events: list[StoredEvent],
     ) -> scripts.Call | None:
         todo = [e for e in events if e.seq > checkpoint]
         if not todo:
             return None
-        if isinstance(projection, BatchProjection):
-            commands = _split(projection.apply_batch(keys, todo))
+        if batched is not None:
+            commands = _split(batched.apply_batch(keys, todo))
             await asyncio.sleep(0)
         else:
             writes: list[Command] = []
