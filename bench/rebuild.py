@@ -96,14 +96,12 @@ def note(r: Rebuilt, events: int, append_rate: float, runs: int) -> str:
     )
     if r.rate < TARGET:
         text += (
-            " What bounds it: Redis's share is the log's index layout. Each tool call adds"
-            " ~9 sorted-set entries (all, tool, status, session, agent, entry, call,"
-            " container) and, because nearly every callID and most entryIDs are new, ~1.4 new"
-            " keys, each also registered in log:indexes; decoding the batch's writes"
+            " What bounds it: Redis's share is the log's index layout: each tool call adds ~10"
+            " sorted-set entries (all, tool, status, status+tool, session, agent, entry,"
+            " container), a callID hash field and, because most entryIDs in this log are new,"
+            " ~0.8 new keys, each also registered in log:indexes; decoding the batch's writes"
             " (cmsgpack, ~600 KB per 1,000 events) is ~4 us of it. Python's: decoding the"
             " XRANGE reply into events, the log's index keys and merged commands per call"
-            " (LogProjection.apply_batch), and msgpack-encoding them. A lighter layout (one"
-            " hash for the unique callID index rather than a sorted set per call) is the"
-            " next step; it changes the key layout and the query script."
+            " (LogProjection.apply_batch), and msgpack-encoding them."
         )
     return text

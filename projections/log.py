@@ -3,9 +3,10 @@
 Every call is stored once (hash ``log:calls``, by zero-padded seq) and indexed by its
 timestamp: in a sorted set over all calls, one per value of each filter field, and one per
 (status, tool) pair, the combination whose plain indexes are the largest. The callID, which
-names one call (rarely a few), is indexed by a hash instead: a sorted set per call would be a
-new key per call. A query reads one index, or intersects the indexes of its filters, and pages
-by rank.
+nearly always names one call, is indexed by a hash (callID -> seq) instead: a sorted set per
+call would be a new key per call. A callID that comes again gets a sorted set like any other
+value (apply.lua's CALLIDS). A query reads one index, or intersects the indexes of its
+filters, and pages by rank.
 
 An intersection costs O(smallest index x filters). When the smallest index holds
 ``KEEP_FROM`` calls or more, the intersection is kept (a disposable cache key, ``KEEP_MS``
@@ -72,12 +73,12 @@ class LogProjection:
             ("ZADD", keys.log_all, timestamp, m),
             *[("ZADD", index, timestamp, m) for index in indexes],
             ("SADD", keys.log_indexes, *indexes),
-            ("HAPPEND", keys.log_call_ids, call_id, m),
+            (*_call_ids_header(keys), call_id, m, timestamp),
         ]
 
     def apply_batch(self, keys: WorkspaceKeys, events: list[StoredEvent]) -> list[Command]:
         """The writes of ``apply`` for each event, already merged per key, as the runner
-        would merge them: one HSET, one ZADD per index, one SADD and one HAPPEND for the
+        would merge them: one HSET, one ZADD per index, one SADD and one CALLIDS for the
         batch's calls.
 
         Tool calls are most of any log, and building then merging ~10 commands per call cost
@@ -110,7 +111,7 @@ class _Batch:
         self.indexes: dict[str, list[Word]] = {}  # index key -> timestamp, padded seq, ...
         self.index_keys: list[dict[str, str]] = [{} for _ in SORTED_FIELDS]  # by value
         self.pair_keys: dict[tuple[str, str], str] = {}  # (status, tool) -> its index
-        self.call_ids: dict[str, str] = {}  # callID -> padded seqs, space-separated
+        self.call_ids: list[Word] = []  # callID, padded seq, timestamp, ...
 
     def add(self, event: StoredEvent) -> None:
         ts, call_id, *values = msgspec.structs.astuple(_decode_indexed(event.payload))
@@ -131,8 +132,7 @@ class _Batch:
         if index is None:
             index = self.pair_keys[pair] = self.keys.log_status_tool(*pair)
         self._index(index, timestamp, m)
-        seqs = self.call_ids.get(call_id)
-        self.call_ids[call_id] = m if seqs is None else f"{seqs} {m}"
+        self.call_ids += (call_id, m, timestamp)
 
     def _index(self, index: str, timestamp: str, m: str) -> None:
         pairs = self.indexes.get(index)
@@ -149,12 +149,19 @@ class _Batch:
             ("ZADD", self.keys.log_all, *self.all),
             *[("ZADD", index, *pairs) for index, pairs in self.indexes.items()],
             ("SADD", self.keys.log_indexes, *self.indexes),
-            ("HAPPEND", self.keys.log_call_ids, *_pairs(self.call_ids)),
+            (*_call_ids_header(self.keys), *self.call_ids),
         ]
 
 
-def _pairs(mapping: dict[str, str]) -> list[Word]:
-    return [word for item in mapping.items() for word in item]
+def _call_ids_header(keys: WorkspaceKeys) -> Command:
+    """apply.lua's CALLIDS, before its (callID, seq, timestamp) triples."""
+    return (
+        "CALLIDS",
+        keys.log_call_ids,
+        keys.log_all,
+        keys.log_indexes,
+        keys.log_index("callID", ""),
+    )
 
 
 class LogQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -190,7 +197,7 @@ async def query_log(
     indexes += [keys.log_index(f, v) for f, v in sorted(filters.items())]
     digest = hashlib.blake2b(msgspec.json.encode(sorted(query.filters.items())), digest_size=16)
     intersection = f"{keys.caches}:log:{digest.hexdigest()}"
-    calls_of_id = [keys.log_call_ids, f"{intersection}:call"]
+    calls_of_id = [keys.log_call_ids, f"{intersection}:call", keys.log_index("callID", call_id)]
     args = [
         "-inf" if query.from_ms is None else query.from_ms,
         "+inf" if query.to_ms is None else query.to_ms,

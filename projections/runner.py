@@ -48,42 +48,37 @@ _pack = msgspec.msgpack.Encoder().encode
 # Commands that only add to one key, taking any number of (field or score, member) pairs: a
 # run of them on one key can be merged without changing the result.
 _ADDITIVE = {"HSET", "ZADD", "SADD"}
-# apply.lua's HAPPEND appends to a hash's fields: runs on one key merge too, a field's values
-# joined, and it may be cut between its (field, value) pairs like the additive ones.
-_PAIRED = {*_ADDITIVE, "HAPPEND"}
+# apply.lua's CALLIDS: runs of it on one key merge too (its triples in order), and long ones
+# are cut between triples, after its 5 words of header.
+_PAIRED = {*_ADDITIVE, "CALLIDS"}
+_SHAPES = {"CALLIDS": (5, 3)}  # words before the groups, words per group; others: (2, 2)
 _MAX_WORDS = 4000  # Lua's unpack() returns at most 8000 values
 _YIELD_EVERY = 100  # events projected between two turns of the event loop
-
-
-class _Appends(list[Word]):
-    """A merged HAPPEND command: its words are filled in from ``lists`` once merging ends."""
-
-    def __init__(self, key: Word) -> None:
-        super().__init__(["HAPPEND", key])
-        self.lists: dict[Word, str] = {}  # field -> its values, space-separated
 
 
 def _coalesce(commands: list[Command]) -> list[list[Word]]:
     """Merge additive commands on the same key (between other commands) into one each, of at
     most ``_MAX_WORDS`` words after the key. A set member added twice is added once (a
     batch's index keys and session ids repeat on almost every event); increments of the same
-    field in a row are summed; HAPPENDs to a key are merged like additive commands."""
+    field in a row are summed; CALLIDS on one key are merged like additive commands."""
     merged: list[list[Word]] = []
     open_runs: dict[tuple[Word, Word], list[Word]] = {}
     members: dict[tuple[Word, Word], dict[Word, None]] = {}
-    appends: dict[Word, _Appends] = {}  # open HAPPEND runs, by key
     for command in commands:
         verb = command[0]
         if verb == "HINCRBY" and merged and _same_counter(merged[-1], command):
             merged[-1][3] += command[3]  # type: ignore[operator]  # one count per tool call
             continue
-        if verb == "HAPPEND":
-            _append(merged, appends, command)
+        if verb == "CALLIDS":
+            run = open_runs.get((verb, command[1]))
+            if run is None:
+                run = open_runs[verb, command[1]] = list(command[:5])
+                merged.append(run)
+            run += command[5:]  # cut to size by _split below
             continue
         if verb not in _ADDITIVE or (verb == "ZADD" and isinstance(command[2], str)):
             open_runs.clear()  # a barrier (DEL, ZREM, ZADD with flags...): keep order around it
             members.clear()
-            appends.clear()
             merged.append(list(command))
             continue
         key = (verb, command[1])
@@ -100,21 +95,7 @@ def _coalesce(commands: list[Command]) -> list[list[Word]]:
             room = _MAX_WORDS - (len(run) - 2)  # even: score/member pairs stay whole
             run += words[:room]
             words = words[room:]
-    for run in merged:
-        if isinstance(run, _Appends):
-            run[2:] = [word for item in run.lists.items() for word in item]
     return _split([tuple(run) for run in merged])
-
-
-def _append(merged: list[list[Word]], appends: dict[Word, _Appends], command: Command) -> None:
-    """Merge a HAPPEND into the open run of its key: its values are appended to the run's."""
-    run = appends.get(command[1])
-    if run is None:
-        run = appends[command[1]] = _Appends(command[1])
-        merged.append(run)
-    for field, value in zip(command[2::2], command[3::2], strict=True):
-        had = run.lists.get(field)
-        run.lists[field] = str(value) if had is None else f"{had} {value!s}"  # seqs: str
 
 
 def _words(command: list[Word]) -> list[object]:
@@ -138,14 +119,17 @@ def _same_counter(previous: list[Word], command: Command) -> bool:
 
 
 def _split(commands: list[Command]) -> list[list[Word]]:
-    """Commands already merged per key, each additive one cut to ``_MAX_WORDS`` words."""
+    """Commands already merged per key, each additive one cut to about ``_MAX_WORDS`` words,
+    between its groups (pairs, or CALLIDS's triples)."""
     split: list[list[Word]] = []
     for command in commands:
-        if len(command) <= _MAX_WORDS + 2 or command[0] not in _PAIRED:
+        head, group = _SHAPES.get(str(command[0]), (2, 2))
+        if len(command) <= _MAX_WORDS + head or command[0] not in _PAIRED:
             split.append(list(command))
             continue
-        for start in range(2, len(command), _MAX_WORDS):  # even: pairs stay whole
-            split.append([*command[:2], *command[start : start + _MAX_WORDS]])
+        step = _MAX_WORDS - _MAX_WORDS % group
+        for start in range(head, len(command), step):
+            split.append([*command[:head], *command[start : start + step]])
     return split
 
 

@@ -155,6 +155,13 @@ async def test_a_call_id_finds_every_call_recorded_with_it(client: Redis, worksp
     ):
         for descending in (False, True):
             await log.check(LogQuery(filters=filters, descending=descending), keep_from=1)
-    stored = await client.hget(WorkspaceKeys(workspace).log_call_ids, "call_retried")
+    # A callID of one call maps to its seq; one that came again, to its own sorted set.
+    keys = WorkspaceKeys(workspace)
+    assert await client.hget(keys.log_call_ids, "call_retried") == b"*"
     seqs = [seq for seq, c in log.recorded if c.callID == "call_retried"]
-    assert stored == " ".join(f"{s:016d}" for s in seqs).encode()
+    index = keys.log_index("callID", "call_retried")
+    assert sorted(await client.zrange(index, 0, -1)) == [f"{s:016d}".encode() for s in seqs]
+    assert await client.sismember(keys.log_indexes, index)
+    once_seq, once = next((s, c) for s, c in log.recorded if c.callID != "call_retried")
+    if [c.callID for _, c in log.recorded].count(once.callID) == 1:
+        assert await client.hget(keys.log_call_ids, once.callID) == f"{once_seq:016d}".encode()

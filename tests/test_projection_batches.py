@@ -75,6 +75,15 @@ def test_long_commands_are_cut_between_pairs() -> None:
     assert _split([("DEL", *[f"k{n}" for n in range(_MAX_WORDS + 5)])])[0][0] == "DEL"
 
 
+def test_long_call_id_commands_are_cut_between_triples() -> None:
+    header = ("CALLIDS", "ids", "all", "registry", "prefix:")
+    triples = [w for n in range(_MAX_WORDS) for w in (f"call_{n % 7}", f"{n:016d}", n)]
+    for cut in (_split([(*header, *triples)]), _coalesce([(*header, *triples)])):
+        assert all(tuple(c[:5]) == header and (len(c) - 5) % 3 == 0 for c in cut)
+        assert all(len(c) - 5 <= _MAX_WORDS for c in cut)
+        assert [w for c in cut for w in c[5:]] == triples
+
+
 def test_bytes_travel_as_msgpack_strings() -> None:
     [command] = [_words(["HSET", "h", "f", b"\x00\xff"])]
     assert msgspec.msgpack.encode(command) == msgspec.msgpack.encode(

@@ -109,7 +109,16 @@ def test_a_full_tool_call_is_stored_and_indexed_by_every_filter_field() -> None:
             ("ZADD", KEYS.log_all, ts, m),
             *[("ZADD", key, ts, m) for key in index_keys],
             ("SADD", KEYS.log_indexes, *index_keys),
-            ("HAPPEND", f"{KEYS.prefix}:log:callids", "call_1", m),
+            (
+                "CALLIDS",
+                f"{KEYS.prefix}:log:callids",
+                KEYS.log_all,
+                KEYS.log_indexes,
+                f"{KEYS.prefix}:log:by:callID:",
+                "call_1",
+                m,
+                ts,
+            ),
         ],
         "questions": [],
         "sessions": [("SADD", KEYS.sessions, "s1")],
@@ -291,9 +300,10 @@ def test_any_tool_call_is_indexed_by_exactly_its_present_filter_fields(
     (stored_call,) = [w for w in log_writes if w[0] == "HSET"]
     assert stored_call == ("HSET", KEYS.log_calls, member(seq), bytes(event.payload))
     assert msgspec.json.decode(stored_call[3], type=ToolCall) == call
-    # The callID is indexed by a hash: callID -> seqs.
-    (call_ids,) = [w for w in log_writes if w[0] == "HAPPEND"]
-    assert call_ids == ("HAPPEND", KEYS.log_call_ids, call.callID, member(seq))
+    # The callID is indexed by a hash: callID -> seq.
+    (call_ids,) = [w for w in log_writes if w[0] == "CALLIDS"]
+    assert call_ids[1] == KEYS.log_call_ids
+    assert call_ids[5:] == (call.callID, member(seq), call.timestamp)
     # The index keys stay in the workspace's hash slot.
     assert all(str(k).startswith(KEYS.prefix + ":log:by:") for k in expected)
     assert SessionsProjection().apply(KEYS, event) == [("SADD", KEYS.sessions, call.sessionID)]
@@ -352,11 +362,19 @@ class Store:
             self.zsets.pop(key, None)
             self.sets.pop(key, None)
 
-    def happend(self, key: str, *pairs: Word) -> None:
+    def callids(self, key: str, all_: str, registry: str, prefix: str, *triples: Word) -> None:
+        """apply.lua's CALLIDS: callID -> seq, or "*" and a sorted set once it repeats."""
         h = self.hashes.setdefault(key, {})
-        for f, v in zip(pairs[::2], pairs[1::2], strict=True):
-            had = h.get(word(f))
-            h[word(f)] = word(v) if had is None else had + b" " + word(v)
+        for call_id, seq, score in zip(triples[::3], triples[1::3], triples[2::3], strict=True):
+            first = h.setdefault(word(call_id), word(seq))
+            if first == word(seq):
+                continue
+            index = f"{prefix}{call_id!s}"
+            if first != b"*":
+                self.zadd(index, self.zsets[all_][first], first)
+                h[word(call_id)] = b"*"
+                self.sadd(registry, index)
+            self.zadd(index, score, seq)
 
     def delmembers(self, registry: str) -> None:
         self.delete(*(m.decode() for m in self.sets.get(registry, set())), registry)
@@ -406,6 +424,19 @@ class Reference:
         if self.config is not None:
             doc, version = self.config
             expected.hset(KEYS.config, "doc", msgspec.json.encode(doc), "version", version)
+        self.log(expected)
+        for qid, (q, seq) in self.pending.items():
+            expected.hset(KEYS.questions, qid, msgspec.json.encode(q))
+            expected.zadd(KEYS.questions_order, seq, qid)
+            if q.expires_at is not None:
+                expected.zadd(KEYS.questions_expiry, q.expires_at, qid)
+        for session in self.sessions:
+            expected.sadd(KEYS.sessions, session)
+        if self.calls:  # the plan counts tool calls for the max_tool_calls cap
+            expected.hset(KEYS.plan, "tool_calls", len(self.calls))
+        return expected
+
+    def log(self, expected: Store) -> None:
         for seq, call in self.calls.items():
             expected.hset(KEYS.log_calls, member(seq), msgspec.json.encode(call))
             expected.zadd(KEYS.log_all, call.timestamp, member(seq))
@@ -417,17 +448,16 @@ class Reference:
             for index in [*indexes, KEYS.log_status_tool(call.status, call.tool)]:
                 expected.zadd(index, call.timestamp, member(seq))
                 expected.sadd(KEYS.log_indexes, index)
-            expected.happend(KEYS.log_call_ids, call.callID, member(seq))
-        for qid, (q, seq) in self.pending.items():
-            expected.hset(KEYS.questions, qid, msgspec.json.encode(q))
-            expected.zadd(KEYS.questions_order, seq, qid)
-            if q.expires_at is not None:
-                expected.zadd(KEYS.questions_expiry, q.expires_at, qid)
-        for session in self.sessions:
-            expected.sadd(KEYS.sessions, session)
-        if self.calls:  # the plan counts tool calls for the max_tool_calls cap
-            expected.hset(KEYS.plan, "tool_calls", len(self.calls))
-        return expected
+        # callID -> seq; "*" and a sorted set for a callID of several calls.
+        by_id: dict[str, list[int]] = {}
+        for seq, call in self.calls.items():
+            by_id.setdefault(call.callID, []).append(seq)
+        for call_id, seqs in by_id.items():
+            expected.hset(KEYS.log_call_ids, call_id, member(seqs[0]) if len(seqs) == 1 else "*")
+            index = KEYS.log_index("callID", call_id)
+            for seq in seqs if len(seqs) > 1 else []:
+                expected.zadd(index, self.calls[seq].timestamp, member(seq))
+                expected.sadd(KEYS.log_indexes, index)
 
 
 QIDS = [f"que_{i}" for i in range(6)]

@@ -6,8 +6,9 @@
 -- replay, a crash or a second projector never applies an event twice.
 -- Besides Redis commands, two of the projections' own:
 --   DELMEMBERS set: delete every key named in a registry set, then the set;
---   HAPPEND hash field value [field value ...]: append each value to its field's
---     space-separated list (the field is set to the value when absent).
+--   CALLIDS hash all registry prefix id seq score [id seq score ...]: index each call by
+--     its callID: the hash maps a callID to its call's seq; a callID seen again gets a
+--     sorted set (prefix .. id, registered), holding the first call too, and maps to "*".
 -- Returns the checkpoint after the call, and whether these writes were applied.
 local current = tonumber(redis.call("HGET", KEYS[1], ARGV[1]) or "0")
 if current ~= tonumber(ARGV[2]) then return {current, 0} end
@@ -20,18 +21,21 @@ for _, cmd in ipairs(cmsgpack.unpack(ARGV[4])) do
       redis.call("DEL", unpack(members, i, math.min(i + 999, #members)))
     end
     redis.call("DEL", cmd[2])
-  elseif cmd[1] == "HAPPEND" then
-    -- One HMGET and one HSET for the lot; a field appears once per command.
-    local fields = {}
-    for j = 3, #cmd, 2 do fields[#fields + 1] = cmd[j] end
-    local had = redis.call("HMGET", cmd[2], unpack(fields))
-    local args = {"HSET", cmd[2]}
-    for k, field in ipairs(fields) do
-      local value = cmd[2 * k + 2]
-      args[#args + 1] = field
-      args[#args + 1] = had[k] and (had[k] .. " " .. value) or value
+  elseif cmd[1] == "CALLIDS" then
+    local hash, all, registry, prefix = cmd[2], cmd[3], cmd[4], cmd[5]
+    for j = 6, #cmd, 3 do
+      local id, seq, score = cmd[j], cmd[j + 1], cmd[j + 2]
+      if redis.call("HSETNX", hash, id, seq) == 0 then
+        local index = prefix .. id
+        local first = redis.call("HGET", hash, id)
+        if first ~= "*" then
+          redis.call("ZADD", index, redis.call("ZSCORE", all, first), first)
+          redis.call("HSET", hash, id, "*")
+          redis.call("SADD", registry, index)
+        end
+        redis.call("ZADD", index, score, seq)
+      end
     end
-    redis.call(unpack(args))
   else
     redis.call(unpack(cmd))
   end

@@ -1,7 +1,8 @@
 -- One page of the tool-call log, in one consistent step.
 -- KEYS: 1 calls hash, 2 intersection key (scratch, or a kept cache), 3 its meta hash,
 --       4 checkpoints hash, 5 the all-calls set, 6 the callID hash, 7 a scratch set for the
---       calls of ARGV[9], 8.. the index sets of the other filters
+--       call of ARGV[9], 8 the sorted set of ARGV[9]'s calls (if it names several),
+--       9.. the index sets of the other filters
 --       (none: read the all-calls set; one: read it directly; several: intersect).
 -- ARGV: 1 from (score, inclusive), 2 to (score, inclusive), 3 offset, 4 limit, 5 "asc" | "desc",
 --       6 the log projection's name in the checkpoints hash, 7 smallest index size from which
@@ -18,12 +19,13 @@
 -- A purge or rebuild drops calls; then the all-calls count no longer adds up, and the
 -- intersection is computed again.
 --
--- The callID index is a hash (callID -> its calls' seqs); a callID filter puts those calls,
--- with their timestamps, in a scratch set that stands in for an index, and since the scratch
--- set is not kept up to date, an intersection with it is never kept.
+-- The callID index is a hash: callID -> the seq of its call, or "*" once a second call came
+-- with the same callID, which then has a sorted set like any other filter value (KEYS[8]).
+-- For a callID of one call, that call, with its timestamp, goes in a scratch set that stands
+-- in for an index; it is not kept up to date, so an intersection with it is never kept.
 local calls_hash, inter, meta, checkpoints, all = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local call_ids, picked, call_id = KEYS[6], KEYS[7], ARGV[9]
-local FIRST_INDEX = 8
+local call_ids, picked, call_index, call_id = KEYS[6], KEYS[7], KEYS[8], ARGV[9]
+local FIRST_INDEX = 9
 local REFRESH_COST = 1 -- a seq checked (ZMSCORE, in chunks) costs about an intersection step
 local CHUNK = 500 -- seqs checked per ZMSCORE
 
@@ -98,31 +100,23 @@ local function kept(indexes, smallest)
   redis.call("PEXPIRE", inter, ttl)
 end
 
--- Fill the scratch set `picked` with the calls of `call_id` and their timestamps.
-local function pick_calls()
-  local seqs = {}
-  for seq in string.gmatch(redis.call("HGET", call_ids, call_id) or "", "%S+") do
-    seqs[#seqs + 1] = seq
+-- The index of `call_id`: its sorted set, or the scratch set `picked` holding its one call.
+local function call_source()
+  local seq = redis.call("HGET", call_ids, call_id)
+  if seq == "*" then return call_index, false end
+  if seq then
+    local score = redis.call("ZSCORE", all, seq)
+    if score then redis.call("ZADD", picked, score, seq) end
   end
-  for low = 1, #seqs, CHUNK do
-    local members = {unpack(seqs, low, math.min(low + CHUNK - 1, #seqs))}
-    local found, scores = present(all, members, nil)
-    if #found > 0 then
-      local args = {"ZADD", picked}
-      for i, member in ipairs(found) do
-        args[#args + 1] = scores[i]
-        args[#args + 1] = member
-      end
-      redis.call(unpack(args))
-    end
-  end
+  return picked, true
 end
+
+local picked_used = false
 
 local function source()
   local indexes = {}
   if call_id ~= "" then
-    pick_calls()
-    indexes[1] = picked
+    indexes[1], picked_used = call_source()
   end
   for k = FIRST_INDEX, #KEYS do indexes[#indexes + 1] = KEYS[k] end
   if #indexes == 0 then return all, false end
@@ -132,7 +126,7 @@ local function source()
   table.sort(indexes, function(a, b) return sizes[a] < sizes[b] end)
   local smallest = sizes[indexes[1]]
   if smallest == 0 then return indexes[1], false end
-  if smallest < tonumber(ARGV[7]) or call_id ~= "" then
+  if smallest < tonumber(ARGV[7]) or picked_used then
     intersect(indexes)
     return inter, true
   end
@@ -156,6 +150,6 @@ if offset < total then
   end
 end
 if scratch then redis.call("DEL", inter, meta) end
-if call_id ~= "" then redis.call("DEL", picked) end
+if picked_used then redis.call("DEL", picked) end
 if #members == 0 then return {total, {}} end
 return {total, redis.call("HMGET", calls_hash, unpack(members))}
