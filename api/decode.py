@@ -131,7 +131,9 @@ def known_params(params: QueryParams, allowed: set[str]) -> None:
 
 def tool_calls(raw: bytes) -> list[ToolCallInput]:
     """One ToolCall object, or ``{"items": [...]}`` for a batch."""
-    if b'"items"' in raw and "items" in decode(raw, dict[str, msgspec.Raw]):
+    # A batch nearly always starts with its key: then the body is not parsed twice.
+    starts_as_batch = raw.lstrip()[:8] == b'{"items"'
+    if starts_as_batch or (b'"items"' in raw and "items" in decode(raw, dict[str, msgspec.Raw])):
         return list(decode(raw, ToolCallBatch).items)
     return [decode(raw, ToolCallInput)]
 

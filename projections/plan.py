@@ -71,6 +71,25 @@ class PlanProjection:
             writes.append(("ZREMRANGEBYRANK", keys.todo_events, 0, -TODO_EVENTS_KEPT - 1))
         return writes
 
+    def apply_batch(self, keys: WorkspaceKeys, events: list[StoredEvent]) -> list[Command]:
+        """The writes of ``apply`` for each event, a run of tool calls counted by one
+        HINCRBY: a log is mostly tool calls, and folding them one at a time (a command each,
+        merged afterwards) took ~10% of the server's CPU under batch ingestion (py-spy). The
+        plan's own events are few, and their writes barely merge (each trims the TODO's log)."""
+        writes: list[Command] = []
+        calls = 0
+        for event in events:
+            if event.type == ToolCall.type:
+                calls += 1
+                continue
+            if calls:
+                writes.append(("HINCRBY", keys.plan, "tool_calls", calls))
+                calls = 0
+            writes += self.apply(keys, event)
+        if calls:
+            writes.append(("HINCRBY", keys.plan, "tool_calls", calls))
+        return writes
+
     def drop(self, keys: WorkspaceKeys) -> list[Command]:
         return [
             ("DEL", keys.plan, keys.entries, keys.todo_events, keys.phases),

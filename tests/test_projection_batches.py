@@ -1,17 +1,24 @@
 """Folding a batch at a time: a projection's ``apply_batch`` and the runner's merging of
 writes leave the same read model as folding one event at a time."""
 
+import random
 from collections.abc import Callable
 
 import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from orchestrator import todo
+from orchestrator.context import entities
 from orchestrator.eventlog import EventLog
-from orchestrator.events import OrchestrationPurged, StoredEvent, new_event
+from orchestrator.events import NewEvent, OrchestrationPurged, StoredEvent, new_event
 from orchestrator.keys import WorkspaceKeys
+from orchestrator.model import Plan
+from orchestrator.plan import evolve
+from orchestrator.todo import PriorityInput
 from projections.base import BatchProjection, Command
 from projections.log import LogProjection
+from projections.plan import PlanProjection
 from projections.runner import _MAX_WORDS, Projector, _coalesce, _split, _words
 from projections.sessions import SessionsProjection
 from tests.test_projector import append_all, history, snapshot
@@ -31,14 +38,37 @@ class OneAtATime:
         return self.projection.drop(keys)
 
 
+def with_plan_events(events: list[NewEvent], seed: int) -> list[NewEvent]:
+    """``events`` with TODO changes decided on the plan they build, spread among them."""
+    rng = random.Random(seed)
+    plan, out, seq = Plan(), [], 0
+    for event in events:
+        if rng.random() < 0.1:
+            ids = list(plan.entries)
+            if ids and rng.random() < 0.6:
+                given = PriorityInput(priority=rng.randrange(10))
+                decision = todo.decide_priority(plan, rng.choice(ids), given, now=seq)
+            else:
+                given_entry = todo.EntryInput(content=f"entry {seq}")
+                decision = todo.decide_create(plan, [given_entry], now=seq)
+            for payload in decision.events:
+                seq += 1
+                plan = evolve(plan, payload, seq)
+                out.append(new_event(payload, *entities(payload)))
+        seq += 1
+        out.append(event)
+    return out
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("batch", [1, 97, 1000])
-@pytest.mark.parametrize("make", [LogProjection, SessionsProjection])
+@pytest.mark.parametrize("make", [LogProjection, SessionsProjection, PlanProjection])
 async def test_a_batch_at_a_time_builds_the_same_read_model(
     client: Redis, workspace: str, batch: int, make: Callable[[], BatchProjection]
 ) -> None:
     events = history(400, seed=batch)
     events.insert(150, new_event(OrchestrationPurged(purged=["tool_logs"])))
+    events = with_plan_events(events, seed=batch)
     log = EventLog(client, retention=0, idempotency_ttl_ms=60_000)
     reference = f"{workspace}_ref"
     last = await append_all(log, workspace, events)
