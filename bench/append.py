@@ -47,6 +47,8 @@ def run(b: Bench) -> list[Figure]:
     empty, _ = _rate(b, _uvicorn(b, "bench.baselines.empty_app:app"))
     naive, _ = _rate(b, _uvicorn(b, "bench.baselines.naive_xadd:app"))
     plain, _ = _rate(b, _serve(b, "asyncio", "h11"))
+    no_uvloop, _ = _rate(b, _serve(b, "asyncio", "httptools"))
+    no_httptools, _ = _rate(b, _serve(b, "uvloop", "h11"))
     shared = f"load: {load.tool}, 1 thread; server, Redis and load generator share 2 cores"
     bound = (
         "bounded by the server's Python CPU per request (one process uses one core; Redis and "
@@ -70,4 +72,8 @@ def run(b: Bench) -> list[Figure]:
         Figure("append", "latency p99", load.p99_ms, "ms"),
         Figure("append", "uvloop + httptools vs asyncio + h11", ours, "req/s",
                "asyncio + h11", plain, "", None, "what uvloop and httptools buy together"),
+        Figure("append", "uvloop vs asyncio (both with httptools)", ours, "req/s",
+               "asyncio + httptools", no_uvloop, "", None, "what uvloop buys"),
+        Figure("append", "httptools vs h11 (both on uvloop)", ours, "req/s",
+               "uvloop + h11", no_httptools, "", None, "what httptools buys"),
     ]  # fmt: skip

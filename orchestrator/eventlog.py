@@ -1,8 +1,9 @@
 """The event log: one Redis Stream per workspace, entry id ``<seq>-0``.
 
 Appends go through one Lua script (allocate seq, check versions and idempotency, XADD).
-Concurrent appends are group-committed: while one pipeline is in flight the next requests
-queue up, and the batcher sends them all in the following round trip.
+Concurrent appends are group-committed: while one round trip is in flight the next requests
+queue up, and the batcher sends them all in the following one: one script call per
+workspace, which runs that workspace's appends in order and answers each on its own.
 """
 
 import asyncio
@@ -12,7 +13,7 @@ from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from orchestrator import scripts
 from orchestrator.errors import Conflict, Unavailable, ValidationFailed
@@ -100,12 +101,38 @@ def parse_entries(entries: Iterable[Entry]) -> list[StoredEvent]:
     ]
 
 
+class _Append(msgspec.Struct, frozen=True):
+    """One append, as append.lua takes it."""
+
+    keys: WorkspaceKeys
+    idempotency_key: str  # "" for none
+    args: list[Any]
+
+
+def _call(appends: list[_Append]) -> scripts.Call:
+    """One call of append.lua for appends to the same workspace."""
+    keys = appends[0].keys
+    args: list[Any] = [len(appends)]
+    for append in appends:
+        args += [len(append.args), *append.args]
+    idempotency_keys = [a.idempotency_key for a in appends]
+    return (scripts.APPEND, [keys.events, keys.meta, keys.versions, *idempotency_keys], args)
+
+
+def _replies(reply: Any, count: int) -> list[Any]:
+    """Each append's reply from one call's: a failed call fails them all; an append that
+    failed inside the script (``{"error", message}``) fails alone."""
+    if isinstance(reply, Exception):
+        return [reply] * count
+    return [ResponseError(as_str(r[1])) if r[0] == b"error" else r for r in reply]
+
+
 class EventLog:
     def __init__(self, redis: Redis, retention: int, idempotency_ttl_ms: int) -> None:
         self.redis = redis
         self._retention = retention
         self._idempotency_ttl_ms = idempotency_ttl_ms
-        self._pending: list[tuple[scripts.Call, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[_Append, asyncio.Future[Any]]] = []
         self._wakeup = asyncio.Event()
         self._batching = False
         self._listeners: list[Callable[[str, int], None]] = []
@@ -148,8 +175,7 @@ class EventLog:
         args.append(len(events))
         for event in events:
             args += [event.type, event.payload, " ".join(event.entities)]
-        call = (scripts.APPEND, [keys.events, keys.meta, keys.versions, idem_key], args)
-        reply = await self._submit(call)
+        reply = await self._submit(_Append(keys, idem_key, args))
         appended = self._appended(reply, result)
         if not appended.duplicate:
             self.appended += appended.count
@@ -170,19 +196,20 @@ class EventLog:
             raise VersionConflict(reply[1].decode(), int(reply[2]))
         raise KeyReused()
 
-    async def _submit(self, call: scripts.Call) -> Any:
+    async def _submit(self, append: _Append) -> Any:
         if not self._batching:
             try:
-                return (await scripts.run_all(self.redis, [call]))[0]
+                [replies] = await scripts.run_all(self.redis, [_call([append])])
             except (RedisError, OSError) as exc:
                 raise Unavailable(f"event log unavailable: {exc}") from exc
+            return _replies(replies, 1)[0]
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((call, future))
+        self._pending.append((append, future))
         self._wakeup.set()
         return await future
 
     async def run_batcher(self) -> None:
-        """Group commit: send every queued append in one pipeline, as long as this runs."""
+        """Group commit: send every queued append in one round trip, as long as this runs."""
         self._batching = True
         try:
             while True:
@@ -198,11 +225,15 @@ class EventLog:
                 future.set_result(RedisError("shutting down"))
             self._pending.clear()
 
-    async def _flush(self, batch: list[tuple[scripts.Call, asyncio.Future[Any]]]) -> None:
+    async def _flush(self, batch: list[tuple[_Append, asyncio.Future[Any]]]) -> None:
+        groups: dict[str, list[tuple[_Append, asyncio.Future[Any]]]] = {}
+        for queued in batch:  # by workspace, each in the order its appends came
+            groups.setdefault(queued[0].keys.events, []).append(queued)
+        calls = [_call([append for append, _ in group]) for group in groups.values()]
         try:
-            replies = await scripts.run_all(self.redis, [c for c, _ in batch])
+            replies = await scripts.run_all(self.redis, calls)
         except (RedisError, OSError) as exc:
-            replies = [exc] * len(batch)
+            replies = [exc] * len(calls)
         except BaseException:
             # Shutting down mid-flight: whether these landed is unknown; their callers get a
             # retryable error (an Idempotency-Key retry is then safe), never a hang.
@@ -210,9 +241,10 @@ class EventLog:
                 if not future.done():
                     future.set_result(RedisError("shutting down"))
             raise
-        for (_, future), reply in zip(batch, replies, strict=True):
-            if not future.done():
-                future.set_result(reply)
+        for group, reply in zip(groups.values(), replies, strict=True):
+            for (_, future), one in zip(group, _replies(reply, len(group)), strict=True):
+                if not future.done():
+                    future.set_result(one)
 
     async def recall(self, workspace_id: str, idempotency: Idempotency | None) -> Appended | None:
         """The earlier append made with this idempotency key, if any.

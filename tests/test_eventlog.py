@@ -88,7 +88,10 @@ async def test_seq_is_gap_free_under_concurrent_appends(
     run_all = scripts.run_all
 
     async def counting_run_all(redis: Redis, calls: list[scripts.Call]) -> list[Any]:
-        round_trips.append(len(calls))
+        # The appends of one round trip: append.lua takes their number first.
+        assert all(script is scripts.APPEND for script, _, _ in calls)
+        assert len(calls) == 1  # one workspace: one script call
+        round_trips.append(sum(args[0] for _, _, args in calls))
         return await run_all(redis, calls)
 
     monkeypatch.setattr(scripts, "run_all", counting_run_all)
@@ -474,3 +477,58 @@ async def test_appends_pending_when_batcher_is_cancelled_do_not_hang(
         if isinstance(outcome, Appended):
             entries = await log.read(workspace, outcome.first_seq - 1, 1)
             assert json.loads(bytes(entries[0].payload))["n"] == (1 if name == "in flight" else 2)
+
+
+@pytest.mark.anyio
+async def test_a_round_trip_answers_each_append_of_each_workspace_on_its_own(
+    client: Redis, workspace: str
+) -> None:
+    """One round trip carries one append.lua call per workspace, each running that
+    workspace's queued appends in order; a conflict, a duplicate or an append that fails in
+    the script is that append's answer alone."""
+    log = EventLog(client, retention=0, idempotency_ttl_ms=DAY_MS)
+    other = f"{workspace}_other"
+    first = await log.append(workspace, [event(0)], idempotency=Idempotency("op", "k1", "fp"))
+    broken = WorkspaceKeys(workspace).idempotency("op", "broken")
+    await client.set(broken, "not a hash")  # HMGET on it fails inside the script
+    rounds: list[int] = []
+    run_all = scripts.run_all
+
+    async def counting_run_all(redis: Redis, calls: list[scripts.Call]) -> list[Any]:
+        rounds.append(len(calls))
+        return await run_all(redis, calls)
+
+    async def attempt(ws: str, **options: Any) -> Appended | Exception:
+        try:
+            return await log.append(ws, [event(1)], **options)
+        except (VersionConflict, Unavailable) as exc:
+            return exc
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(scripts, "run_all", counting_run_all)
+        async with batching(log, True):
+            results = await asyncio.gather(
+                attempt(workspace),
+                attempt(other),
+                attempt(workspace, idempotency=Idempotency("op", "broken", "fp")),
+                attempt(workspace, expect={"plan": 7}),
+                attempt(workspace, idempotency=Idempotency("op", "k1", "fp")),
+                attempt(other),
+                attempt(workspace),
+            )
+    assert rounds == [2]  # both workspaces in one round trip, one call each
+    ok, other_1, failed, conflict, duplicate, other_2, ok_2 = results
+    assert isinstance(ok, Appended)
+    assert isinstance(ok_2, Appended)
+    assert (ok.first_seq, ok_2.first_seq) == (2, 3)  # in the order they came
+    assert isinstance(other_1, Appended)
+    assert isinstance(other_2, Appended)
+    assert (other_1.first_seq, other_2.first_seq) == (1, 2)
+    assert isinstance(failed, Unavailable)
+    assert "WRONGTYPE" in failed.message
+    assert isinstance(conflict, VersionConflict)
+    assert conflict.entity == "plan"
+    assert isinstance(duplicate, Appended)
+    assert duplicate.duplicate
+    assert duplicate.first_seq == first.first_seq
+    assert await log.last_seq(workspace) == 3
