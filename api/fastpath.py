@@ -106,10 +106,7 @@ def resume_point(scope: Scope, workspace_id: str) -> int | None:
     decode.valid_id("workspaceID", workspace_id)
     params = QueryParams(scope["query_string"])
     decode.known_params(params, STREAM_PARAMS)
-    last_event_id = next(
-        (value.decode("latin-1") for name, value in scope["headers"] if name == b"last-event-id"),
-        None,
-    )
+    last_event_id = header(scope, b"last-event-id")
     return decode.resume_point(last_event_id, params)
 
 
@@ -139,6 +136,7 @@ async def record(scope: Scope, receive: Receive, send: Send, workspace_id: str) 
 
 
 def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of a header (ASGI servers give names in lower case)."""
     for key, value in scope["headers"]:
         if key == name:
             return str(value.decode("latin-1"))
