@@ -103,9 +103,10 @@ class WorkspaceKeys:
 
     @property
     def log_call_ids(self) -> str:
-        """Hash: callID -> the padded seqs of its calls, space-separated. The callID index:
-        a callID names one call, rarely a few, and a sorted set each would be a new key (and
-        a registry entry) per call."""
+        """Hash: callID -> the padded seq of its call, or ``*`` once the callID came again
+        (its calls then have a ``log_index("callID", id)`` set). The callID index: a callID
+        nearly always names one call, and a sorted set each would be a new key (and a
+        registry entry) per call."""
         return f"{self.prefix}:log:callids"
 
     @property

@@ -46,21 +46,19 @@ def all_projections() -> list[Projection]:
 
 _pack = msgspec.msgpack.Encoder().encode
 # Commands that only add to one key, taking any number of (field or score, member) pairs: a
-# run of them on one key can be merged without changing the result.
-_ADDITIVE = {"HSET", "ZADD", "SADD"}
-# apply.lua's CALLIDS: runs of it on one key merge too (its triples in order), and long ones
-# are cut between triples, after its 5 words of header.
-_PAIRED = {*_ADDITIVE, "CALLIDS"}
+# run of them on one key can be merged without changing the result. apply.lua's CALLIDS is
+# one too, with (callID, seq, score) triples after a header of 5 words.
+_ADDITIVE = {"HSET", "ZADD", "SADD", "CALLIDS"}
 _SHAPES = {"CALLIDS": (5, 3)}  # words before the groups, words per group; others: (2, 2)
 _MAX_WORDS = 4000  # Lua's unpack() returns at most 8000 values
 _YIELD_EVERY = 100  # events projected between two turns of the event loop
 
 
 def _coalesce(commands: list[Command]) -> list[list[Word]]:
-    """Merge additive commands on the same key (between other commands) into one each, of at
-    most ``_MAX_WORDS`` words after the key. A set member added twice is added once (a
+    """Merge additive commands on the same key (between other commands) into one each, cut
+    to about ``_MAX_WORDS`` words by ``_split``. A set member added twice is added once (a
     batch's index keys and session ids repeat on almost every event); increments of the same
-    field in a row are summed; CALLIDS on one key are merged like additive commands."""
+    field in a row are summed."""
     merged: list[list[Word]] = []
     open_runs: dict[tuple[Word, Word], list[Word]] = {}
     members: dict[tuple[Word, Word], dict[Word, None]] = {}
@@ -69,32 +67,25 @@ def _coalesce(commands: list[Command]) -> list[list[Word]]:
         if verb == "HINCRBY" and merged and _same_counter(merged[-1], command):
             merged[-1][3] += command[3]  # type: ignore[operator]  # one count per tool call
             continue
-        if verb == "CALLIDS":
-            run = open_runs.get((verb, command[1]))
-            if run is None:
-                run = open_runs[verb, command[1]] = list(command[:5])
-                merged.append(run)
-            run += command[5:]  # cut to size by _split below
-            continue
         if verb not in _ADDITIVE or (verb == "ZADD" and isinstance(command[2], str)):
             open_runs.clear()  # a barrier (DEL, ZREM, ZADD with flags...): keep order around it
             members.clear()
             merged.append(list(command))
             continue
         key = (verb, command[1])
-        words = command[2:]
+        head = _SHAPES.get(verb, (2, 2))[0]
+        words = command[head:]
         if verb == "SADD":
             seen = members.setdefault(key, {})
             words = tuple(m for m in words if m not in seen)
             seen.update(dict.fromkeys(words))
+            if not words:
+                continue
         run = open_runs.get(key)
-        while words:
-            if run is None or len(run) - 2 >= _MAX_WORDS:
-                run = open_runs[key] = [verb, command[1]]
-                merged.append(run)
-            room = _MAX_WORDS - (len(run) - 2)  # even: score/member pairs stay whole
-            run += words[:room]
-            words = words[room:]
+        if run is None:
+            run = open_runs[key] = list(command[:head])
+            merged.append(run)
+        run += words
     return _split([tuple(run) for run in merged])
 
 
@@ -124,7 +115,7 @@ def _split(commands: list[Command]) -> list[list[Word]]:
     split: list[list[Word]] = []
     for command in commands:
         head, group = _SHAPES.get(str(command[0]), (2, 2))
-        if len(command) <= _MAX_WORDS + head or command[0] not in _PAIRED:
+        if len(command) <= _MAX_WORDS + head or command[0] not in _ADDITIVE:
             split.append(list(command))
             continue
         step = _MAX_WORDS - _MAX_WORDS % group
