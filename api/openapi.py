@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from api.contract import OPERATIONS, PREFIX, Operation
 from orchestrator import __doc__ as summary
+from orchestrator import jsonschema
 from orchestrator.events import PAYLOAD_TYPES
 from orchestrator.results import ErrorBody, EventFrame
 
@@ -153,7 +154,7 @@ def _operation(op: Operation, schemas: dict[Any, dict[str, Any]], full_path: str
 
 def document() -> dict[str, Any]:
     types = _types()
-    refs, components = msgspec.json.schema_components(types, ref_template=REF)
+    refs, components = jsonschema.schema_components(types, ref_template=REF)
     schemas = dict(zip(types, refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for op in OPERATIONS:

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
+from orchestrator import jsonschema
 from orchestrator.errors import ValidationFailed
 from orchestrator.fields import EntityID, Name, SessionID, Text
 from orchestrator.model import (
@@ -319,7 +320,7 @@ def pretty(document: PlanDocument) -> bytes:
 
 
 def json_schema() -> dict[str, Any]:
-    schema = msgspec.json.schema(PlanDocument)
+    schema = jsonschema.schema(PlanDocument)
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"urn:orchestrator:{FORMAT}:{SCHEMA_VERSION}",
