@@ -286,17 +286,15 @@ def export(client: Client, args: argparse.Namespace) -> int:
 
 
 def import_(client: Client, args: argparse.Namespace) -> int:
-    source: dict[str, Any] = {
-        "repo_url": args.repo,
-        "ref": args.ref,
-        "path": args.path,
-        "snapshot_id": args.snapshot,
-    }
-    if args.file is not None:
-        source["document"] = _document(args.file)
-    if sum(source[k] is not None for k in ("repo_url", "snapshot_id", "document")) != 1:
+    if [args.file, args.repo, args.snapshot].count(None) != 2:
         raise UsageError("import from exactly one of: FILE, --repo URL, --snapshot ID")
-    accepted = client.start_import(**source)
+    accepted = client.start_import(
+        repo_url=args.repo,
+        ref=args.ref,
+        path=args.path,
+        document=None if args.file is None else _document(args.file),
+        snapshot_id=args.snapshot,
+    )
     if args.no_wait:
         show(accepted, args.json, lambda: f"import {accepted.importJobID} started")
         return OK

@@ -18,8 +18,10 @@ from orchestrator.events import QuestionItem, QuestionOption, ToolRef
 from orchestrator_sdk import Client
 from orchestrator_sdk.inputs import ToolCallInput
 from tests.servers import ROOT, ServerProcess, free_port
+from tests.test_import import git_repo
 
 ANSI = re.compile(r"\033\[[0-9;]*m")
+PLAN = {"format": "orchestrator-todo", "schema_version": 1, "entries": [{"content": "from git"}]}
 CALL: ToolCallInput = {"tool": "fs.read", "sessionID": "s1", "agentName": "builder", "status": "ok"}
 
 
@@ -367,6 +369,44 @@ def test_export_then_import_into_another_workspace(
     failed = elsewhere("import", str(tmp_path / "bad.json"))
     assert failed.returncode == 1
     assert one_line_error(failed).startswith("orchestrator: ")
+
+
+def test_import_from_a_snapshot(cli: Cli, client: Client) -> None:
+    client.create_entries([{"content": "kept in the vault"}])
+    snapshot = client.sync_vault().snapshot.id
+    client.purge()
+    done = cli("import", "--snapshot", snapshot)
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"imported into todo_\w+ \(imp_\w+\)\n", done.stdout)
+    assert [e.content for e in client.get_todo().entries] == ["kept in the vault"]
+    unknown = cli("import", "--snapshot", "snap_nope")
+    assert unknown.returncode == 1
+    assert "404" in one_line_error(unknown)
+
+
+def test_import_from_a_repository_reports_the_server_answer(
+    cli: Cli, client: Client, tmp_path: Path
+) -> None:
+    repo = git_repo(tmp_path / "plans", {"todo.json": json.dumps(PLAN)})
+    done = cli("import", "--repo", str(repo), "--path", "todo.json")
+    # Whether the server may read a local path is its policy: either way the CLI says so
+    # in one line (it ended in KeyError: 'document' before).
+    assert "Traceback" not in done.stderr
+    if done.returncode == 0:
+        assert done.stdout.startswith("imported into todo_")
+        assert [e.content for e in client.get_todo().entries] == ["from git"]
+    else:
+        assert done.returncode == 1
+        one_line_error(done)
+    refused = cli("import", "--repo", "ext::sh -c touch% /tmp/pwned")
+    assert refused.returncode == 1
+    assert "failed" in one_line_error(refused) or " 4" in one_line_error(refused)
+
+
+def test_import_without_a_source_is_a_usage_error(cli: Cli) -> None:
+    done = cli("import")
+    assert done.returncode == 2
+    assert "exactly one of" in one_line_error(done)
 
 
 # Exit codes
