@@ -37,7 +37,7 @@ class Settings:
     dispatch_tick_s: float = 0.5  # how often the dispatcher runs a cycle
     max_memory_notes: int = 200  # memory notes per phase
     # Security and per-client bounds
-    auth: str = "auto"  # auto: tokens required once one exists; required: always
+    auth: str = "auto"  # one of AUTH_MODES
     auth_cache_s: float = 5.0  # token lookups are cached this long (revocation delay)
     max_streams_per_token: int = 100  # SSE streams one token may hold per replica
     max_questions_per_session: int = 100  # pending questions one session may have
@@ -78,4 +78,16 @@ class Settings:
                 )
             except ValueError as exc:
                 raise ValueError(f"{name}={raw!r}: expected {kind.__name__}") from exc
-        return cls(**values)  # type: ignore[arg-type]
+        return _checked(cls(**values))  # type: ignore[arg-type]
+
+
+# auto: tokens are required once one exists; required: always.
+AUTH_MODES = ("auto", "required")
+
+
+def _checked(settings: Settings) -> Settings:
+    """The settings, or ``ValueError`` naming the variable to fix: a typo must stop the
+    server, not quietly leave it more open than its operator meant."""
+    if settings.auth not in AUTH_MODES:
+        raise ValueError(f"ORCH_AUTH={settings.auth!r}: expected one of {', '.join(AUTH_MODES)}")
+    return settings

@@ -226,3 +226,21 @@ def test_questions_per_session_are_bounded(make_server: Callable[..., ServerProc
     assert retry.json() == first.json()
     assert httpx.post(url, json={**body, "sessionID": "quiet"}).status_code == 201
     assert len(httpx.get(url).json()["questions"]) == 3
+
+
+@pytest.mark.parametrize("value", ["maybe", "require", "Required", " auto"])
+def test_an_unknown_auth_mode_stops_the_server(value: str) -> None:
+    # A typo must not leave open a server its operator meant to close: `serve` exits before
+    # it binds, naming the variable and the values it takes.
+    refused = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "serve", "--port", str(free_port())],
+        cwd=ROOT,
+        env={"ORCH_AUTH": value, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert refused.returncode == 2
+    message = refused.stderr.strip()
+    assert len(message.splitlines()) == 1, message
+    assert message == f"orchestrator: ORCH_AUTH={value!r}: expected one of auto, required"
