@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import decode
 from api.errors import HANDLERS, Handler, error_response
+from api.responses import NOSNIFF
 from api.sse import EVENTS, TOOL_CALLS, send_event_stream, stream
 from api.state import Services
 from api.workspace import record_calls
@@ -130,7 +131,7 @@ async def record(scope: Scope, receive: Receive, send: Send, workspace_id: str) 
         await response(scope, receive, send)
         return
     count(services, started, 201)
-    headers = [(b"content-length", b"%d" % len(body)), JSON_TYPE]
+    headers = [(b"content-length", b"%d" % len(body)), JSON_TYPE, NOSNIFF]  # as api.responses
     await send({"type": "http.response.start", "status": 201, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

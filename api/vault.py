@@ -5,15 +5,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import decode
-from api.responses import JSON, raw_json
+from api.responses import JSON, markdown, raw_json
 from api.state import services
-from orchestrator import documents, markdown, vault
+from orchestrator import documents, vault
 from orchestrator.clock import now_ms
 from orchestrator.errors import InvalidInput, NotFound
+from orchestrator.markdown import render
 from orchestrator.model import Plan
 from projections.export import read_document
 
-MARKDOWN = "text/markdown; charset=utf-8"
 _SCHEMA: list[bytes] = []
 
 
@@ -39,7 +39,7 @@ async def _current(request: Request) -> tuple[documents.PlanDocument, Plan]:
 
 def _answer(document: documents.PlanDocument, chosen: str) -> Response:
     if chosen == "markdown":
-        return Response(markdown.render(document), media_type=MARKDOWN)
+        return markdown(render(document))
     return raw_json(documents.pretty(document))
 
 

@@ -76,6 +76,7 @@ def test_a_recorded_call_is_answered_as_the_app_answers_it(
             "content-type": "application/json",
             "date": "",
             "server": "",
+            "x-content-type-options": "nosniff",
         }
         # What the fast path does not take goes to the app: its redirect of a trailing
         # slash, its 405 for another method.
