@@ -8,7 +8,7 @@ from tests.test_api_log import call
 
 
 def nosniff(response: httpx.Response) -> bool:
-    return response.headers.get("x-content-type-options") == "nosniff"
+    return bool(response.headers.get("x-content-type-options") == "nosniff")
 
 
 def test_markdown_exports_are_not_sniffed(api: httpx.Client) -> None:
