@@ -143,12 +143,13 @@ _encoder = msgspec.json.Encoder()
 class DocumentInvalid(ValidationFailed):
     """A document with problems; ``problems`` lists every one, each with its JSON path."""
 
-    def __init__(self, problems: list[Problem], what: str = "the document") -> None:
+    def __init__(self, problems: list[Problem], what: str = "the document", code: str = "") -> None:
         shown = "; ".join(f"at `{p.path}`: {p.message}" for p in problems[:5])
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         super().__init__(
             f"{what} is not a valid TODO document: {len(problems)} problem(s): {shown}{more}",
             {"problems": [msgspec.to_builtins(p) for p in problems]},
+            code,
         )
         self.problems = problems
 
@@ -158,14 +159,18 @@ def validate(raw: Any, max_notes: int = MAX_NOTES, root: str = "$") -> PlanDocum
     of shape (types, bounds, unknown fields) and of meaning (duplicate ids, references to
     entries or phases the document does not have, dependency cycles, too many notes)."""
     found = check(raw, PlanDocument) + _meaning(raw, max_notes)
+    cycles = _cycles(raw)
+    # Cycles alone are refused as a request creating them is: 422 CYCLE.
+    code = "CYCLE" if cycles and not found else ""
+    found += cycles
     if not found:
         try:
             return msgspec.convert(raw, PlanDocument)
         except msgspec.ValidationError as exc:  # a rule the walk missed: still say where
-            found = [Problem(path="$", message=str(exc))]
+            found, code = [Problem(path="$", message=str(exc))], ""
     if root != "$":
         found = [msgspec.structs.replace(p, path=root + p.path[1:]) for p in found]
-    raise DocumentInvalid(found)
+    raise DocumentInvalid(found, code=code)
 
 
 def _items(raw: Any, name: str) -> list[tuple[int, dict[str, Any]]]:
@@ -193,14 +198,10 @@ def _ids(
 
 
 def _meaning(raw: Any, max_notes: int) -> list[Problem]:
-    # Imported here: orchestrator.todo imports the response types, which include this module's.
-    from orchestrator.todo import find_cycle
-
     entries, phases = _items(raw, "entries"), _items(raw, "phases")
     entry_ids, found = _ids(entries, "entries")
     phase_ids, more = _ids(phases, "phases")
     found += more
-    graph: dict[str, list[str]] = {}
     for i, item in entries:
         own = item.get("id")
         for field in ("depends_on", "children"):
@@ -219,18 +220,6 @@ def _meaning(raw: Any, max_notes: int) -> list[Problem]:
                     message=f"`{phase}` names no phase of the document",
                 )
             )
-        deps = item.get("depends_on")
-        if isinstance(own, str) and isinstance(deps, list):
-            graph[own] = [d for d in deps if isinstance(d, str) and d in entry_ids and d != own]
-    cycle = find_cycle(graph)
-    if cycle:
-        at = entry_ids[cycle[0]]
-        found.append(
-            Problem(
-                path=f"$.entries[{at}].depends_on",
-                message="depends_on forms a cycle: " + " -> ".join(cycle),
-            )
-        )
     for i, item in phases:
         notes = item.get("memory")
         if isinstance(notes, list) and len(notes) > max_notes:
@@ -239,6 +228,29 @@ def _meaning(raw: Any, max_notes: int) -> list[Problem]:
                     path=f"$.phases[{i}].memory",
                     message=f"at most {max_notes} memory notes per phase, not {len(notes)}",
                 )
+            )
+    return found
+
+
+def _cycles(raw: Any) -> list[Problem]:
+    """The cycles ``depends_on`` or ``children`` form, each where it starts."""
+    # Imported here: orchestrator.todo imports the response types, which include this module's.
+    from orchestrator.todo import LINK_FIELDS, cycle_message, find_cycle
+
+    entries = _items(raw, "entries")
+    entry_ids, _ = _ids(entries, "entries")
+    found: list[Problem] = []
+    for field in LINK_FIELDS:
+        graph: dict[str, list[str]] = {}
+        for _, item in entries:
+            own, refs = item.get("id"), item.get(field)
+            if isinstance(own, str) and isinstance(refs, list):
+                graph[own] = [r for r in refs if isinstance(r, str) and r in entry_ids and r != own]
+        cycle = find_cycle(graph)
+        if cycle:
+            at = entry_ids[cycle[0]]
+            found.append(
+                Problem(path=f"$.entries[{at}].{field}", message=cycle_message(field, cycle))
             )
     return found
 

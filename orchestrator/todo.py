@@ -124,11 +124,16 @@ def _todo(plan: Plan, now: int) -> TodoMeta:
 # Creating
 
 
+# Each is a graph of its own: a child may depend on its parent, but no entry may wait on
+# itself, nor be its own descendant (the tree `orchestrator todo` draws would lose it).
+LINK_FIELDS = ("depends_on", "children")
+
+
 def _check_references(plan: Plan, given: list[EntryInput], ids: list[str]) -> None:
     known = set(plan.entries) | set(ids)
     problems: list[dict[str, str]] = []
     for i, (item, entry_id) in enumerate(zip(given, ids, strict=True)):
-        for field in ("depends_on", "children"):
+        for field in LINK_FIELDS:
             for j, ref in enumerate(getattr(item, field)):
                 if ref not in known or ref == entry_id:
                     problems.append({"path": f"$.entries[{i}].{field}[{j}]", "id": ref})
@@ -140,19 +145,23 @@ def _check_references(plan: Plan, given: list[EntryInput], ids: list[str]) -> No
             + ", ".join(p["path"] for p in problems),
             {"problems": problems},
         )
-    graph = {e.id: list(e.depends_on) for e in plan.entries.values()}
-    graph.update(
-        {entry_id: list(item.depends_on) for item, entry_id in zip(given, ids, strict=True)}
-    )
-    cycle = find_cycle(graph)
-    if cycle:
-        raise ValidationFailed(
-            "depends_on forms a cycle: " + " -> ".join(cycle), {"cycle": cycle}, code="CYCLE"
-        )
+    for field in LINK_FIELDS:
+        graph = {e.id: list(getattr(e, field)) for e in plan.entries.values()}
+        pairs = zip(ids, given, strict=True)
+        graph.update({entry_id: list(getattr(item, field)) for entry_id, item in pairs})
+        cycle = find_cycle(graph)
+        if cycle:
+            raise ValidationFailed(
+                cycle_message(field, cycle), {"cycle": cycle, "field": field}, code="CYCLE"
+            )
+
+
+def cycle_message(field: str, cycle: list[str]) -> str:
+    return f"{field} forms a cycle: " + " -> ".join(cycle)
 
 
 def find_cycle(graph: dict[str, list[str]]) -> list[str]:
-    """A dependency cycle in ``graph`` (node -> nodes it depends on), or [] if none."""
+    """A cycle in ``graph`` (node -> the nodes it links to), or [] if none."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     for root in graph:
         stack: list[tuple[str, int]] = [(root, 0)]
