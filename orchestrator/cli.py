@@ -21,12 +21,26 @@ from orchestrator.logs import configure
 from orchestrator.redis_server import RedisServer
 from orchestrator.settings import Settings
 from orchestrator.tokens import TokenStore
+from orchestrator_sdk.cli import (
+    API_ERROR,
+    EXIT_CODES,
+    INTERRUPTED,
+    UNREACHABLE,
+    USAGE,
+    Parser,
+    fail,
+    unexpected,
+    workspace_id,
+)
 
 T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 GC_THRESHOLDS = (50_000, 20, 100)  # CPython's defaults: (700, 10, 10)
-STARTUP_FAILURE = 3  # uvicorn's exit code when the app fails to start
+
+
+class Unavailable(Exception):
+    """Redis cannot be reached or started."""
 
 
 @contextmanager
@@ -43,7 +57,10 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
         # `make run` is up: commands such as `token` and `rebuild` use its Redis.
         yield replace(settings, redis_url=server.url)
         return
-    server.start()
+    try:
+        server.start()
+    except (RuntimeError, OSError) as exc:  # no redis-server, the port taken, a read-only dir
+        raise Unavailable(f"cannot start a local Redis (or set REDIS_URL): {exc}") from exc
     log.info("redis.embedded", url=server.url, data=str(server.data_dir))
     try:
         yield replace(settings, redis_url=server.url)
@@ -53,6 +70,7 @@ def redis_for(settings: Settings) -> Iterator[Settings]:
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
     from api.app import create_app, end_streams
     from api.auth import AuthGate
@@ -75,7 +93,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     with redis_for(settings) as found:
         ready = secured(args, found)
         if ready is None:
-            return 2
+            return USAGE
         print(f"orchestrator serving on http://{args.host}:{args.port}", file=sys.stderr)
         app = create_app(ready)
         config = uvicorn.Config(
@@ -89,10 +107,15 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=5,
         )
         server = Server(config)
-        with suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn shut down, then re-raised it
-            server.run()
+        try:
+            with suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn shut down, then re-raised it
+                server.run()
+        except SystemExit as exc:  # uvicorn's own exit when it cannot bind or start the app
+            if exc.code != STARTUP_FAILURE:
+                raise
         if not server.started:
-            return STARTUP_FAILURE
+            fail(f"could not serve http://{args.host}:{args.port} (the log above says why)")
+            return UNREACHABLE
     return 0
 
 
@@ -115,11 +138,10 @@ def secured(args: argparse.Namespace, settings: Settings) -> Settings | None:
         log.warning("auth.unverified", error=str(exc), host=args.host)
         tokens = -1  # Redis is down: serve, with tokens required, and recover with it
     if tokens == 0:
-        print(
-            f"orchestrator: refusing to serve {args.host} without authentication: no API "
-            "token exists. Create one (`orchestrator token create --workspace WS` or "
-            "`--admin`), or pass --insecure to serve it open.",
-            file=sys.stderr,
+        fail(
+            f"refusing to serve {args.host} without authentication: no API token exists. "
+            "Create one (`orchestrator token create --workspace WS` or `--admin`), or pass "
+            "--insecure to serve it open."
         )
         return None
     return replace(settings, auth="required")
@@ -157,8 +179,8 @@ def token(args: argparse.Namespace, settings: Settings) -> int:
         try:
             gone = asyncio.run(_with_tokens(ready, lambda store: store.revoke(args.id)))
         except OrchestrationError as exc:
-            print(f"orchestrator: {exc.message}", file=sys.stderr)
-            return 1
+            fail(exc.message)
+            return API_ERROR
         print(f"revoked {gone.id}")
         return 0
 
@@ -182,7 +204,12 @@ def rebuild(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
+    top = Parser(
+        prog="orchestrator",
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     commands = top.add_subparsers(dest="command", required=True)
 
@@ -203,7 +230,7 @@ def parser() -> argparse.ArgumentParser:
     actions = t.add_subparsers(dest="action", required=True)
     create = actions.add_parser("create", help="create a token (printed once)")
     scope = create.add_mutually_exclusive_group(required=True)
-    scope.add_argument("--workspace", help="the one workspace the token reaches")
+    scope.add_argument("--workspace", type=workspace_id, help="the one workspace the token reaches")
     scope.add_argument("--admin", action="store_true", help="a token for every workspace")
     create.add_argument("--name", default="", help="what the token is for")
     create.add_argument("--json", action="store_true")
@@ -214,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
     t.set_defaults(handler=token)
 
     r = commands.add_parser("rebuild", help="drop read models and rebuild them from the log")
-    r.add_argument("workspace", help="workspace id")
+    r.add_argument("workspace", type=workspace_id, help="workspace id")
     r.add_argument(
         "--projection",
         action="append",
@@ -237,10 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
     except ValueError as exc:
-        print(f"orchestrator: {exc}", file=sys.stderr)
-        return 2
-    handler = args.handler
-    code: int = handler(args, settings)
+        fail(str(exc))
+        return USAGE
+    try:
+        code: int = args.handler(args, settings)
+    except (Unavailable, RedisError) as exc:
+        fail(f"Redis: {exc}" if isinstance(exc, RedisError) else str(exc))
+        return UNREACHABLE
+    except KeyboardInterrupt:
+        return INTERRUPTED
+    except Exception as exc:
+        return unexpected(exc)
     return code
 
 

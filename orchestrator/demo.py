@@ -21,7 +21,14 @@ import anyio
 import httpx
 from anyio.abc import TaskStatus
 
-from orchestrator.ids import is_valid_id
+from orchestrator_sdk.cli import (
+    API_ERROR,
+    UNREACHABLE,
+    Subcommands,
+    fail,
+    positive,
+    workspace_id,
+)
 
 DESIGN, BUILD = "phs_demo_design", "phs_demo_build"
 SCHEMA, API, HANDLERS, TESTS, REFACTOR = (
@@ -398,25 +405,28 @@ async def run(url: str, workspace: str, speed: float, interactive: bool, token: 
                 await play(demo)
         except Exception as exc:
             problem = _root(exc)
+            # One line on stderr, with the exit codes of every other command.
             if isinstance(problem, httpx.TransportError):
-                print(f"demo: cannot reach {url} ({problem}); is the server running (make run)?")
-                return 2
+                fail(f"demo: cannot reach {url} ({problem}); is the server running (make run)?")
+                return UNREACHABLE
             if isinstance(problem, DemoFailed | TimeoutError):
-                print(f"demo failed: {problem or 'it did not finish in time'}")
-                return 1
+                fail(f"demo failed: {problem or 'it did not finish in time'}")
+                return API_ERROR
             raise
     print(f"\ndemo finished in {time.monotonic() - demo.started:.1f}s")
     return 0
 
 
-def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+def add_command(commands: Subcommands) -> None:
     """``orchestrator demo``, on the CLI's subcommands."""
     d = commands.add_parser(
         "demo", help="drive simulated worker sessions through a small plan on a running server"
     )
     d.add_argument("--url", default="http://127.0.0.1:8000", help="the running server")
-    d.add_argument("--workspace", default="ws_demo", help="purged first, then played in")
-    d.add_argument("--speed", type=float, default=1.0, help="2 runs twice as fast")
+    d.add_argument(
+        "--workspace", type=workspace_id, default="ws_demo", help="purged first, then played in"
+    )
+    d.add_argument("--speed", type=positive, default=1.0, help="2 runs twice as fast")
     d.add_argument("--interactive", action="store_true", help="wait for you to answer the question")
     d.add_argument(
         "--token", default=os.environ.get("ORCH_TOKEN"), help="API token (default: $ORCH_TOKEN)"
@@ -425,11 +435,5 @@ def add_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]")
 
 
 def command(args: argparse.Namespace, settings: object) -> int:
-    if not args.speed > 0:
-        print("orchestrator demo: --speed must be above 0")
-        return 2
-    if not is_valid_id(args.workspace):
-        print("orchestrator demo: --workspace must match [A-Za-z0-9_-]{1,64}")
-        return 2
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     return anyio.run(run, args.url, args.workspace, args.speed, args.interactive, args.token)

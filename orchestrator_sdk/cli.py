@@ -3,9 +3,7 @@
 
 Every command takes ``--url`` ($ORCH_URL, default http://127.0.0.1:8000), ``--workspace``
 ($ORCH_WORKSPACE) and ``--token`` ($ORCH_TOKEN); every read command takes ``--json``. Errors
-are one line on stderr. Exit codes: 0 done; 1 the API refused the request (4xx), or an import
-failed; 2 usage (bad arguments, nothing to do without a terminal); 3 the server is
-unreachable or failed (5xx, or an answer the client cannot read); 130 interrupted.
+are one line on stderr, and the exit code says which kind (``EXIT_CODES``).
 """
 
 import argparse
@@ -17,26 +15,67 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, NoReturn, TypeAlias
 
 import msgspec
 
 from orchestrator.events import QuestionItem, QuestionOption
+from orchestrator.ids import is_valid_id
 from orchestrator_sdk import render
 from orchestrator_sdk.client import Client
 from orchestrator_sdk.errors import ApiError, ServerError, UnexpectedResponse, Unreachable
 from orchestrator_sdk.sse import Event, Reset
 
-OK, API_ERROR, USAGE, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
+OK, API_ERROR, USAGE, UNREACHABLE, INTERNAL, INTERRUPTED = 0, 1, 2, 3, 70, 130
 DEFAULT_URL = "http://127.0.0.1:8000"
 PROG = "orchestrator"
+EXIT_CODES = f"""exit codes (every error is one line on stderr):
+  {OK:<3}  done
+  {API_ERROR:<3}  refused: the server answered 4xx, no such token, or an import or the demo failed
+  {USAGE:<3}  usage: bad arguments or ORCH_* settings (an invalid workspace id included), a
+       file that cannot be read or written, a question nobody is at the terminal to answer
+  {UNREACHABLE:<3}  unavailable: the server or Redis cannot be reached or failed (5xx, an answer
+       that does not decode), or `serve` could not start
+  {INTERNAL:<3}  a bug: the message names the exception; --log-level DEBUG shows the traceback
+  {INTERRUPTED:<3}  interrupted (Ctrl-C)"""
 
 Command = Callable[[Client, argparse.Namespace], int]
-Subcommands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# Any: the parsers are `Parser`, and the action is invariant in their type.
+Subcommands: TypeAlias = "argparse._SubParsersAction[Any]"
 
 
 class UsageError(Exception):
     """The command line asks for something that cannot be done as asked."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line like every other error (the usage itself
+    is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        where = f"{command}: " if command else ""
+        self.exit(USAGE, f"{PROG}: {where}{message} (see {self.prog} --help)\n")
+
+
+def workspace_id(value: str) -> str:
+    """An argument type: a workspace id as the service accepts it."""
+    if not is_valid_id(value):
+        raise argparse.ArgumentTypeError(
+            f"invalid workspace id {value!r}: 1 to 64 of A-Z a-z 0-9 _ -"
+        )
+    return value
+
+
+def positive(value: str) -> float:
+    """An argument type: a number above 0 (seconds, a speed)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value!r}")
+    return seconds
 
 
 class Failed(Exception):
@@ -44,7 +83,8 @@ class Failed(Exception):
 
 
 def fail(message: str) -> None:
-    print(f"{PROG}: {message}", file=sys.stderr)
+    """``message`` as the one line an error is on stderr."""
+    print(f"{PROG}: {' '.join(message.splitlines())}", file=sys.stderr)
 
 
 def api_message(exc: ApiError) -> str:
@@ -255,7 +295,10 @@ def _write(body: bytes, output: str | None) -> int:
         sys.stdout.buffer.write(body)
         sys.stdout.flush()
     else:
-        Path(output).write_bytes(body)
+        try:
+            Path(output).write_bytes(body)
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror}") from exc
         print(f"wrote {len(body)} bytes to {output}", file=sys.stderr)
     return OK
 
@@ -353,19 +396,20 @@ def connection(parser: argparse.ArgumentParser, nested: bool = False) -> None:
     group.add_argument(
         "--workspace",
         "-w",
-        default=default(os.environ.get("ORCH_WORKSPACE")),
+        type=workspace_id,
+        default=default(os.environ.get("ORCH_WORKSPACE") or None),
         help="$ORCH_WORKSPACE",
     )
     group.add_argument("--token", default=default(os.environ.get("ORCH_TOKEN")), help="$ORCH_TOKEN")
     group.add_argument(
-        "--timeout", type=float, default=default(30.0), help="seconds per request (default 30)"
+        "--timeout", type=positive, default=default(30.0), help="seconds per request (default 30)"
     )
 
 
 def command(
     commands: Subcommands, name: str, handler: Command, summary: str, json_flag: bool = True
 ) -> argparse.ArgumentParser:
-    parser = commands.add_parser(name, help=summary, description=summary)
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=summary, description=summary)
     connection(parser)
     if json_flag:
         parser.add_argument("--json", action="store_true", help="JSON for scripts")
@@ -450,13 +494,28 @@ def add_commands(commands: Subcommands) -> None:
     i.add_argument("--path", help="with --repo: the document's file")
     i.add_argument("--snapshot", help="a vault snapshot id of this workspace")
     i.add_argument("--no-wait", action="store_true", help="start it and exit")
-    i.add_argument("--poll", type=float, default=0.25, help=argparse.SUPPRESS)
+    i.add_argument("--poll", type=positive, default=0.25, help=argparse.SUPPRESS)
+
+
+def unexpected(exc: Exception) -> int:
+    """A bug, in one line like every other error; the traceback goes to the debug log."""
+    logging.getLogger(__name__).debug("unexpected error", exc_info=exc)
+    fail(f"unexpected {type(exc).__name__}: {render.clip(str(exc), 300)} (a bug: please report it)")
+    return INTERNAL
 
 
 def main(argv: list[str] | None = None) -> int:
     """The client commands alone (``python -m orchestrator_sdk``): no server dependencies."""
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
+    parser = Parser(
+        prog=PROG,
+        description=__doc__,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    code: int = args.handler(args, None)
+    try:
+        code: int = args.handler(args, None)
+    except Exception as exc:
+        return unexpected(exc)
     return code

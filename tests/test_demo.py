@@ -85,5 +85,5 @@ def test_the_demo_says_when_no_server_answers() -> None:
         timeout=30,
         check=False,
     )
-    assert done.returncode == 2
-    assert "is the server running" in done.stdout
+    assert done.returncode == 3
+    assert "is the server running" in done.stderr
