@@ -27,6 +27,7 @@ from orchestrator.tokens import Token, TokenStore, digest
 
 WORKSPACES = "/api/v1/workspaces/"
 STREAM_SUFFIXES = ("/orchestration/events", "/orchestration/log/stream")
+STREAM_METHODS = ("GET", "HEAD")
 MAX_CACHED = 10_000
 
 
@@ -119,7 +120,12 @@ class AuthGate:
                 token = await auth.check(scope, workspace_id)
             except (RedisError, OSError) as exc:
                 raise Unavailable(f"Redis unavailable: {exc}; retry") from exc
-            if token is None or scope["method"] != "GET" or not path.endswith(STREAM_SUFFIXES):
+            # HEAD is counted as the GET whose headers it answers: refused alike at the limit.
+            if (
+                token is None
+                or scope["method"] not in STREAM_METHODS
+                or not path.endswith(STREAM_SUFFIXES)
+            ):
                 await self.app(scope, receive, send)
                 return
             with auth.stream(token):

@@ -141,6 +141,13 @@ class EventStreamResponse(Response):
         self.raw_headers = RAW_HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD":
+            # The headers a GET would get, and no body: nothing is subscribed or held. Run
+            # as a stream, it stayed subscribed for as long as the connection lasted.
+            await self.body_iterator.aclose()
+            await send({"type": "http.response.start", "status": 200, "headers": RAW_HEADERS})
+            await send({"type": "http.response.body", "body": b""})
+            return
         await send_event_stream(self.body_iterator, receive, send)
 
 
@@ -150,6 +157,11 @@ async def send_event_stream(body: AsyncGenerator[bytes], receive: Receive, send:
     A server holds thousands of these for hours, so what each keeps is counted: the watcher
     of the client's disconnect is one bare task, cancelled before this returns, rather than
     an anyio task group (its scope, task state and wrapper cost ~3.5 KB per connection).
+
+    Once the client is gone the stream must end, whatever it was awaiting: the watcher
+    cancels it until it has (see DisconnectWatch), and nothing more is sent, since uvicorn's
+    send returns without a word on a closed connection and a stream that missed its
+    cancellation would otherwise write heartbeats into it for good.
     """
     task = asyncio.current_task()
     assert task is not None
@@ -158,28 +170,43 @@ async def send_event_stream(body: AsyncGenerator[bytes], receive: Receive, send:
     try:
         await send({"type": "http.response.start", "status": 200, "headers": RAW_HEADERS})
         async for chunk in body:
+            if watch.gone:
+                return
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except asyncio.CancelledError:
         # Our own cancellation (the client left) ends the response quietly; any other is
         # re-raised.
-        if not watch.cancelled or task.uncancel() > 0:
+        if not watch.cancels or watch.withdraw() > 0:
             raise
     finally:
         watch.streaming = False
         watcher.cancel()
+        watch.withdraw()  # a cancellation swallowed on the way is taken back too
         await body.aclose()  # a body cut off in a send still unsubscribes now
 
 
-class DisconnectWatch:
-    """Cancels the streaming task when the client disconnects, and only while it streams."""
+RECANCEL_S = 0.05
 
-    __slots__ = ("cancelled", "streaming", "task")
+
+class DisconnectWatch:
+    """Cancels the streaming task when the client disconnects, and only while it streams.
+
+    Once is not enough: a cancellation that arrives as an awaited call completes can be
+    swallowed on its way (``asyncio.wait_for`` in Python 3.11 returns the call's result and
+    drops it, and redis-py awaits with it), and the stream then carries on. So the task is
+    cancelled again every ``RECANCEL_S`` until it has stopped streaming; each request is
+    counted, so that all of them are taken back (``withdraw``) and an outside cancellation
+    (the server shutting down) still tells.
+    """
+
+    __slots__ = ("cancels", "gone", "streaming", "task")
 
     def __init__(self, task: asyncio.Task[object]) -> None:
         self.task = task
         self.streaming = True
-        self.cancelled = False
+        self.gone = False
+        self.cancels = 0
 
     async def run(self, receive: Receive) -> None:
         try:
@@ -187,7 +214,15 @@ class DisconnectWatch:
                 pass
         except Exception:  # a failing receive is a lost client too
             pass
-        if self.streaming:
-            self.streaming = False
-            self.cancelled = True
+        self.gone = True
+        while self.streaming:
+            self.cancels += 1
             self.task.cancel()
+            await asyncio.sleep(RECANCEL_S)
+
+    def withdraw(self) -> int:
+        """Take back this watch's cancellation requests; the number left (others')."""
+        for _ in range(self.cancels):
+            self.task.uncancel()
+        self.cancels = 0
+        return self.task.cancelling()

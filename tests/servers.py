@@ -30,6 +30,8 @@ def free_port() -> int:
 
 
 class ServerProcess:
+    serve_args: tuple[str, ...] = ()  # more `orchestrator serve` options: ("--loop", "asyncio")
+
     def __init__(self, redis_url: str | None, log_path: Path, **env: str) -> None:
         self.redis_url = redis_url
         self.log_path = log_path
@@ -52,7 +54,7 @@ class ServerProcess:
         command = [sys.executable, "-m", "orchestrator", "serve", "--host", HOST]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [*command, "--port", str(self.port)],
+                [*command, "--port", str(self.port), *self.serve_args],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
