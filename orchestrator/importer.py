@@ -19,11 +19,19 @@ from anyio.abc import TaskGroup, TaskStatus
 from orchestrator import imports, markdown, repos
 from orchestrator.clock import now_ms
 from orchestrator.context import Orchestrator
-from orchestrator.documents import DocumentInvalid, PlanDocument, validate
-from orchestrator.errors import NotFound, Unavailable, ValidationFailed
+from orchestrator.documents import (
+    FORMAT,
+    MAX_ENTRIES,
+    MAX_PHASES,
+    DocumentInvalid,
+    PlanDocument,
+    validate,
+)
+from orchestrator.errors import NotFound, TooMany, Unavailable, ValidationFailed
 from orchestrator.eventlog import Idempotency
 from orchestrator.events import new_event
 from orchestrator.ids import mint
+from orchestrator.repo_access import Location, RepoAccess, Target, parse
 from orchestrator.transfer import ImportJob, ImportSource, Problem
 from orchestrator.vault import SnapshotStore
 
@@ -41,15 +49,16 @@ class JobFailed(Exception):
 @dataclass(frozen=True)
 class Work:
     """What the job imports: a document already read, or where to read it from (the
-    repository URL with its credentials: only the redacted one is stored)."""
+    repository as checked, its URL with its credentials: only ``shown`` is stored)."""
 
     document: PlanDocument | None = None
-    repo_url: str | None = None
+    target: Target | None = None
     snapshot_id: str | None = None
 
 
-def source_of(given: imports.ImportInput) -> tuple[ImportSource, Work]:
-    """The job's source as recorded, and its work; refuses anything but exactly one source."""
+def source_of(given: imports.ImportInput) -> tuple[ImportSource, Location | None]:
+    """The job's source as recorded (a repository URL as scheme, host, port and path only),
+    and the repository's location; refuses anything but exactly one source."""
     chosen = [n for n in ("repoUrl", "document", "snapshotID") if getattr(given, n) is not None]
     if len(chosen) != 1:
         raise ValidationFailed(
@@ -58,22 +67,31 @@ def source_of(given: imports.ImportInput) -> tuple[ImportSource, Work]:
             {"path": "$", "given": chosen},
         )
     if given.repoUrl is not None:
-        redacted = repos.redact(given.repoUrl)
-        source = ImportSource(kind="repo", repoUrl=redacted, ref=given.ref, path=given.path)
-        return source, Work(repo_url=given.repoUrl)
+        location = parse(given.repoUrl)
+        source = ImportSource(kind="repo", repoUrl=location.shown, ref=given.ref, path=given.path)
+        return source, location
     if given.snapshotID is not None:
-        return ImportSource(kind="snapshot", snapshotID=given.snapshotID), Work(
-            snapshot_id=given.snapshotID
-        )
+        return ImportSource(kind="snapshot", snapshotID=given.snapshotID), None
     kind: Literal["json", "markdown"] = "markdown" if isinstance(given.document, str) else "json"
-    return ImportSource(kind="document", format=kind), Work()
+    return ImportSource(kind="document", format=kind), None
 
 
 def read_document(raw: Any, max_notes: int, root: str = "$") -> PlanDocument:
-    """A document sent as decoded JSON (an object) or as Markdown (a string)."""
+    """A document sent as decoded JSON (an object) or as Markdown (a string). Slow on a
+    large one: run it off the event loop."""
     if isinstance(raw, str):
         return markdown.read(raw, max_notes)
+    _bounded(raw, root)
     return validate(raw, max_notes, root)
+
+
+def _bounded(raw: Any, root: str) -> None:
+    """Refuse a document with too many entries or phases before walking every one of them."""
+    for name, limit in (("entries", MAX_ENTRIES), ("phases", MAX_PHASES)):
+        items = raw.get(name) if isinstance(raw, dict) else None
+        if isinstance(items, list) and len(items) > limit:
+            message = f"at most {limit} {name}, not {len(items)}"
+            raise DocumentInvalid([Problem(path=f"{root}.{name}", message=message)])
 
 
 def _terminal(job: ImportJob) -> Idempotency:
@@ -86,7 +104,9 @@ class Importer:
         self.orch = orch
         self.store = store
         self.settings = orch.settings
+        self.access = RepoAccess(orch.settings)
         self._task_group: TaskGroup | None = None
+        self._running: dict[str, int] = {}  # imports per workspace: parsing, or a job's task
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Own the jobs' tasks for as long as this runs (the app's lifespan)."""
@@ -105,40 +125,82 @@ class Importer:
         Idempotency-Key answers the first job and starts nothing."""
         if self._task_group is None:
             raise Unavailable("the importer is not running")
-        source, work = source_of(given)
-        if work.snapshot_id is None and work.repo_url is None:
-            work = Work(
-                document=read_document(given.document, self.settings.max_memory_notes, "$.document")
-            )
+        source, location = source_of(given)
         earlier = await self.orch.eventlog.recall(workspace_id, idem)
         if earlier is not None:
             return earlier.result
-        if (
-            work.snapshot_id is not None
-            and await self.store.get(workspace_id, work.snapshot_id) is None
-        ):
-            raise NotFound(
-                f"snapshot {work.snapshot_id} is not in the vault",
-                {"snapshotID": work.snapshot_id},
-                code="SNAPSHOT_NOT_FOUND",
+        self._take_slot(workspace_id)
+        handed = False  # the slot passes to the job's task, which gives it back
+        try:
+            work = await self._work(workspace_id, given, location)
+            job_id, now = mint("imp"), now_ms()
+            result = await self.orch.command(
+                workspace_id, lambda plan: imports.decide_start(plan, job_id, source, now), idem
             )
-        job_id, now = mint("imp"), now_ms()
-        result = await self.orch.command(
-            workspace_id, lambda plan: imports.decide_start(plan, job_id, source, now), idem
+            started: dict[str, Any] = _decode_json(result)
+            if started.get("importJobID") != job_id:
+                return result  # a concurrent duplicate's: that request runs the job
+            job = ImportJob(
+                id=job_id, todoID=started["todoID"], source=source, created_at=now, updated_at=now
+            )
+            if self._task_group is None:  # stopped meanwhile
+                await self._fail(workspace_id, job, "the server stopped", [], _terminal(job))
+            else:
+                name = f"import {job_id}"
+                self._task_group.start_soon(self._run, workspace_id, job, work, name=name)
+                handed = True
+            return result
+        finally:
+            if not handed:
+                self._give_slot(workspace_id)
+
+    def _take_slot(self, workspace_id: str) -> None:
+        """Bound the imports a workspace runs at once on this replica: each may parse
+        megabytes and clone a repository."""
+        limit = self.settings.import_max_concurrent
+        if self._running.get(workspace_id, 0) >= limit:
+            raise TooMany(
+                f"{limit} import(s) already running in this workspace: retry when one has "
+                "ended (GET /import/{jobID} shows when)",
+                {"limit": limit},
+                code="TOO_MANY_IMPORTS",
+            )
+        self._running[workspace_id] = self._running.get(workspace_id, 0) + 1
+
+    def _give_slot(self, workspace_id: str) -> None:
+        left = self._running.pop(workspace_id, 1) - 1
+        if left > 0:
+            self._running[workspace_id] = left
+
+    async def _work(
+        self, workspace_id: str, given: imports.ImportInput, location: Location | None
+    ) -> Work:
+        """What the job will import, checked before anything is recorded: a repository the
+        server may clone, a snapshot the vault has, or a valid document (parsed off the event
+        loop)."""
+        if location is not None:
+            return Work(target=await self.access.check(location))
+        if given.snapshotID is not None:
+            if await self.store.get(workspace_id, given.snapshotID) is None:
+                raise NotFound(
+                    f"snapshot {given.snapshotID} is not in the vault",
+                    {"snapshotID": given.snapshotID},
+                    code="SNAPSHOT_NOT_FOUND",
+                )
+            return Work(snapshot_id=given.snapshotID)
+        max_notes = self.settings.max_memory_notes
+        document = await anyio.to_thread.run_sync(
+            read_document, given.document, max_notes, "$.document"
         )
-        started: dict[str, Any] = _decode_json(result)
-        if started.get("importJobID") != job_id:
-            return result  # a concurrent duplicate's: that request runs the job
-        job = ImportJob(
-            id=job_id, todoID=started["todoID"], source=source, created_at=now, updated_at=now
-        )
-        if self._task_group is None:  # stopped meanwhile
-            await self._fail(workspace_id, job, "the server stopped", [], _terminal(job))
-        else:
-            self._task_group.start_soon(self._run, workspace_id, job, work, name=f"import {job_id}")
-        return result
+        return Work(document=document)
 
     async def _run(self, workspace_id: str, job: ImportJob, work: Work) -> None:
+        try:
+            await self._steps(workspace_id, job, work)
+        finally:
+            self._give_slot(workspace_id)
+
+    async def _steps(self, workspace_id: str, job: ImportJob, work: Work) -> None:
         terminal = _terminal(job)
         try:
             with anyio.fail_after(self.settings.import_timeout_s):
@@ -160,7 +222,9 @@ class Importer:
             raise
         except Exception as exc:  # the job fails; the replica goes on
             log.exception("import.failed", workspace=workspace_id, job=job.id)
-            await self._fail(workspace_id, job, f"internal error: {exc}", [], terminal)
+            # Not the exception's text: it could quote a URL's secrets or a server's file.
+            message = f"internal error ({type(exc).__name__}): the server's log has the details"
+            await self._fail(workspace_id, job, message, [], terminal)
 
     async def _fetch(
         self, workspace_id: str, job: ImportJob, work: Work
@@ -172,17 +236,13 @@ class Importer:
             found = await self.store.get(workspace_id, work.snapshot_id)
             if found is None:
                 raise JobFailed(f"snapshot {work.snapshot_id} is not in the vault")
-            return job, self._parse(found[1], f"snapshot {work.snapshot_id}", "json")
-        assert work.repo_url is not None
+            where = f"snapshot {work.snapshot_id}"
+            return job, await self._parsed(found[1], where, "json", foreign=False)
+        assert work.target is not None
         job = await self._progress(workspace_id, job, 10, "cloning")
-        s = self.settings
         try:
             fetched = await repos.fetch(
-                work.repo_url,
-                job.source.ref,
-                job.source.path,
-                s.import_protocols,
-                s.import_max_bytes,
+                work.target, job.source.ref, job.source.path, self.settings.import_max_bytes
             )
         except repos.FetchFailed as exc:
             raise JobFailed(str(exc)) from exc
@@ -191,16 +251,33 @@ class Importer:
         job = msgspec.structs.replace(job, source=source)
         job = await self._progress(workspace_id, job, 50, "validating")
         where = f"{fetched.name} in {job.source.repoUrl}"
-        return job, self._parse(fetched.data, where, kind)
+        return job, await self._parsed(fetched.data, where, kind, foreign=True)
 
-    def _parse(self, data: bytes, where: str, kind: str) -> PlanDocument:
+    async def _parsed(self, data: bytes, where: str, kind: str, foreign: bool) -> PlanDocument:
+        """The document in ``data``, read in a worker thread: a large one takes seconds of
+        CPU, which the event loop (and every other request) must not wait out."""
+        return await anyio.to_thread.run_sync(self._parse, data, where, kind, foreign)
+
+    def _parse(self, data: bytes, where: str, kind: str, foreign: bool) -> PlanDocument:
+        """``foreign``: a file of a repository, which may be no TODO document at all; then
+        the error names none of its content (a configuration file's keys, say)."""
         max_notes = self.settings.max_memory_notes
         try:
             if kind == "markdown":
-                return markdown.read(data.decode(), max_notes)
-            return validate(_decode_json(data), max_notes)
+                text = data.decode()
+                if foreign and not markdown.is_checklist(text):
+                    raise JobFailed(
+                        f"{where} is not a TODO document: it has no checklist item "
+                        "(`- [ ] ...`) and no orchestrator-todo header"
+                    )
+                return markdown.read(text, max_notes)
+            raw = _decode_json(data)
+            if foreign and not (isinstance(raw, dict) and raw.get("format") == FORMAT):
+                raise JobFailed(f'{where} is not a TODO document: it has no "format": "{FORMAT}"')
+            _bounded(raw, "$")
+            return validate(raw, max_notes)
         except UnicodeDecodeError as exc:
-            raise JobFailed(f"{where} is not UTF-8 text: {exc}") from exc
+            raise JobFailed(f"{where} is not UTF-8 text") from exc
         except msgspec.DecodeError as exc:
             raise JobFailed(f"{where} is not valid JSON: {exc}") from exc
         except DocumentInvalid as invalid:

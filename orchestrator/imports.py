@@ -41,9 +41,9 @@ RepoPath = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.][A-Za-z0-9_./-]{0
 
 
 class ImportInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """Exactly one source: a git repository (any URL ``git clone`` accepts, local paths
-    included), a document (a JSON object, or a Markdown checklist as a string), or a vault
-    snapshot of this workspace."""
+    """Exactly one source: a git repository (an ``https://`` URL of a public host, unless the
+    server allows more), a document (a JSON object, or a Markdown checklist as a string), or
+    a vault snapshot of this workspace."""
 
     repoUrl: RepoUrl | None = None
     ref: RefName | None = None  # a branch or tag of the repository; default: its HEAD

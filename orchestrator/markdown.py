@@ -45,7 +45,9 @@ import msgspec
 
 from orchestrator.documents import (
     FORMAT,
+    MAX_ENTRIES,
     MAX_NOTES,
+    MAX_PHASES,
     SCHEMA_VERSION,
     DocumentEntry,
     DocumentInvalid,
@@ -65,6 +67,8 @@ CAP = re.compile(r"^([A-Za-z_]\w*):\s*(.*)$")
 STRUCTURAL = ("#", "- ", "* ", "<!--", ">", "\\")
 RESERVED = {"budget": "budget", "entries": "entries", "unphased": "entries"}
 INDENT = "  "
+# A checklist at all: the header this module writes, or one checkbox.
+CHECKLIST = re.compile(r"^(?:<!-- orchestrator-todo |[-*] \[[ xX]\])", re.MULTILINE)
 
 _encode = msgspec.json.Encoder().encode
 
@@ -271,6 +275,7 @@ class _Reader:
         elif match := COMMENT.match(line):
             self.comment(number, match[1], match[2])
         elif match := CHECKBOX.match(line):
+            self.count("entries", len(self.entries), MAX_ENTRIES, number)
             self.item = _Item(number, title=(match[2] or "").strip(), done=match[1] != " ")
             if self.section == "phase":
                 self.item.phase = len(self.phases) - 1
@@ -291,6 +296,7 @@ class _Reader:
             self.memory = False
             self.section = RESERVED.get(name.lower(), "phase")
             if self.section == "phase":
+                self.count("phases", len(self.phases), MAX_PHASES, number)
                 name = name[len("Phase: ") :] if name.startswith("Phase: ") else name
                 self.phases.append(_Phase(number, name))
         elif level == "###":
@@ -320,6 +326,8 @@ class _Reader:
             if match := CAP.match(text):
                 self.caps[match[1]] = _value(match[2])
         elif self.memory:
+            notes = len(self.phases[-1].notes)
+            self.count(f"phases[{len(self.phases) - 1}].memory", notes, MAX_NOTES, number)
             self.item = _Item(number, title=text.strip())
             self.phases[-1].notes.append(self.item)
         else:
@@ -331,6 +339,15 @@ class _Reader:
             self.context.append(line)
         elif self.section == "phase" and (self.phases[-1].description or line):
             self.phases[-1].description.append(line)
+
+    def count(self, what: str, count: int, limit: int, number: int) -> None:
+        """Stop at the first item past a limit: what follows could only be refused too, and
+        reading megabytes of it would hold the server up."""
+        if count >= limit:
+            kind = what.rpartition(".")[2]
+            message = f"more than {limit} {kind}: reading stopped at line {number}"
+            problem = Problem(path=f"$.{what}", message=message, line=number)
+            raise DocumentInvalid([problem], "the Markdown checklist")
 
     def decode(self, number: int, body: str) -> dict[str, Any]:
         try:
@@ -432,6 +449,12 @@ def parse(text: str) -> tuple[dict[str, Any], dict[str, int], list[Problem]]:
         entries.append(_entry(item, phase_ids))
     raw["phases"], raw["entries"] = phases, entries
     return raw, lines, reader.problems
+
+
+def is_checklist(text: str) -> bool:
+    """Whether the text is a TODO checklist at all (the header, or a checkbox), before any
+    of it is read into a document."""
+    return CHECKLIST.search(text) is not None
 
 
 def read(text: str, max_notes: int = MAX_NOTES) -> PlanDocument:

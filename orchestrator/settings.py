@@ -1,5 +1,6 @@
 """Settings: one typed object, built once at the entry point and passed down."""
 
+import ipaddress
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -48,7 +49,10 @@ class Settings:
     vault_dir: str = ""  # snapshots in files under this directory; empty: in Redis
     import_timeout_s: float = 120.0  # an import job (clone included) fails after this
     import_max_bytes: int = 8 * 1024 * 1024  # largest document read from a repository
-    import_protocols: str = "file:git:http:https:ssh"  # what git may clone over
+    import_protocols: str = "https"  # URL schemes an import may clone over (of IMPORT_SCHEMES)
+    import_local_roots: str = ""  # directories (os.pathsep) local repositories may be under
+    import_allow_networks: str = ""  # CIDRs (comma) a repository's host may resolve into
+    import_max_concurrent: int = 2  # running imports per workspace per replica
 
     @property
     def limits(self) -> "Limits":
@@ -83,6 +87,9 @@ class Settings:
 
 # auto: tokens are required once one exists; required: always.
 AUTH_MODES = ("auto", "required")
+# What ORCH_IMPORT_PROTOCOLS may name (``file`` is accepted for old configurations, but
+# local repositories are allowed by ORCH_IMPORT_LOCAL_ROOTS alone).
+IMPORT_SCHEMES = ("file", "git", "http", "https", "ssh")
 
 
 def _checked(settings: Settings) -> Settings:
@@ -90,4 +97,28 @@ def _checked(settings: Settings) -> Settings:
     server, not quietly leave it more open than its operator meant."""
     if settings.auth not in AUTH_MODES:
         raise ValueError(f"ORCH_AUTH={settings.auth!r}: expected one of {', '.join(AUTH_MODES)}")
+    unknown = set(settings.import_protocols.split(":")) - set(IMPORT_SCHEMES)
+    if unknown:
+        raise ValueError(
+            f"ORCH_IMPORT_PROTOCOLS={settings.import_protocols!r}: expected names of "
+            f"{', '.join(IMPORT_SCHEMES)} separated by ':'"
+        )
+    roots = [r for r in settings.import_local_roots.split(os.pathsep) if r]
+    if not all(os.path.isabs(r) for r in roots):
+        raise ValueError(
+            f"ORCH_IMPORT_LOCAL_ROOTS={settings.import_local_roots!r}: expected absolute "
+            f"directories separated by {os.pathsep!r}"
+        )
+    try:
+        for cidr in filter(None, settings.import_allow_networks.split(",")):
+            ipaddress.ip_network(cidr.strip(), strict=False)
+    except ValueError as exc:
+        raise ValueError(
+            f"ORCH_IMPORT_ALLOW_NETWORKS={settings.import_allow_networks!r}: expected "
+            "networks such as 10.0.0.0/8,fd00::/8 separated by ','"
+        ) from exc
+    if settings.import_max_concurrent < 1:
+        raise ValueError(
+            f"ORCH_IMPORT_MAX_CONCURRENT={settings.import_max_concurrent}: expected at least 1"
+        )
     return settings
