@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 # stays cheap.
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock upgrade run demo test lint fmt openapi bench clean distclean
+.PHONY: install lock upgrade floors run demo test lint fmt openapi bench clean distclean
 
 install: $(STAMP)
 
@@ -44,6 +44,17 @@ upgrade: $(UV)
 	$(UV) lock --upgrade
 	$(MAKE) test
 
+# Checks that pyproject.toml's floors are true: every direct dependency at the oldest release
+# its range allows, in a venv of its own, then lint and the suite. Not part of `make test`.
+FLOORS := .venv-floors
+floors: $(UV)
+	rm -rf $(FLOORS) && $(PY) -m venv $(FLOORS)
+	$(UV) pip compile --quiet --all-extras --resolution lowest-direct --python $(FLOORS)/bin/python \
+		pyproject.toml -o $(FLOORS)/requirements.txt
+	$(UV) pip sync --python $(FLOORS)/bin/python $(FLOORS)/requirements.txt
+	$(UV) pip install --python $(FLOORS)/bin/python --no-deps -e .
+	$(MAKE) test BIN=$(FLOORS)/bin INSTALL=
+
 run: install
 	$(BIN)/orchestrator serve --host $(HOST) --port $(PORT)
 
@@ -52,7 +63,9 @@ run: install
 demo: install
 	$(BIN)/orchestrator demo --url http://$(HOST):$(PORT)
 
-lint: install
+# `make floors` runs these on another venv, which it installs itself (INSTALL empty).
+INSTALL ?= install
+lint: $(INSTALL)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
