@@ -75,6 +75,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import create_app, end_streams
     from api.auth import AuthGate
     from api.fastpath import FastPath
+    from orchestrator.http_limits import ReadLimits, http_protocol
 
     class Server(uvicorn.Server):
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
@@ -103,7 +104,10 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             log_level=args.log_level.lower(),
             access_log=args.access_log,
             loop=args.loop,
-            http=args.http,
+            http=http_protocol(args.http, ReadLimits.from_settings(ready)),
+            ws="none",  # no WebSocket routes: an Upgrade request is served as plain HTTP
+            timeout_keep_alive=ready.keep_alive_s,
+            h11_max_incomplete_event_size=ready.max_head_bytes,
             timeout_graceful_shutdown=5,
         )
         server = Server(config)

@@ -42,6 +42,12 @@ class Settings:
     auth_cache_s: float = 5.0  # token lookups are cached this long (revocation delay)
     max_streams_per_token: int = 100  # SSE streams one token may hold per replica
     max_questions_per_session: int = 100  # pending questions one session may have
+    # Slow clients and connections (orchestrator/http_limits.py; the proxy bounds them too)
+    header_timeout_s: float = 10.0  # a request head must be complete this long after it began
+    body_timeout_s: float = 30.0  # a request body may go silent this long
+    max_head_bytes: int = 16 * 1024  # request line and headers; larger: 400
+    keep_alive_s: int = 5  # an idle keep-alive connection is closed after this
+    max_connections: int = 0  # open connections per replica, then 503; 0: 90% of ulimit -n
     # Background work
     workspace_idle_s: float = 60.0
     question_sweep_s: float = 1.0

@@ -64,3 +64,14 @@ def test_the_streaming_location_is_unbuffered_with_a_long_read_timeout() -> None
     assert timeout is not None
     seconds = int(timeout[1]) * {"s": 1, "m": 60, "h": 3600}[timeout[2]]
     assert seconds > 15 * 4  # well above the 15 s heartbeat
+
+
+def test_slow_clients_and_connections_are_bounded() -> None:
+    """The proxy ends half-sent requests and caps connections per client (deploy/README.md)."""
+    for directive in (
+        r"client_header_timeout\s+\d+s;",
+        r"client_body_timeout\s+\d+s;",
+        r"limit_conn_zone\s+\$binary_remote_addr\s+zone=(\w+):",
+        r"limit_conn\s+per_client\s+\d+;",
+    ):
+        assert re.search(directive, CONF), directive
