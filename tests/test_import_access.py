@@ -125,6 +125,8 @@ def test_local_repositories_are_refused_by_default(
         "[::1]",
         "[::ffff:127.0.0.1]",
         "0.0.0.0",
+        "0x7f.1",  # 127.0.0.1 as inet_aton reads it
+        "2130706433",  # 127.0.0.1 as one number
         "10.1.2.3",
         "192.168.1.1",
         "169.254.169.254",  # a cloud's metadata service
