@@ -104,13 +104,18 @@ class QuestionExpired(msgspec.Struct, frozen=True):
     expires_at: int
 
 
-class ConfigUpdated(msgspec.Struct, frozen=True):
-    """``patch`` as sent (JSON Merge Patch) and the merged ``config`` it produced."""
+class ConfigUpdated(msgspec.Struct, frozen=True, omit_defaults=True):
+    """``patch`` as sent (JSON Merge Patch), merged into the config by the projection.
+
+    Events recorded by earlier versions also carry ``config``, the whole merged config
+    (each of them: the log grew with the config's size times its changes); a reader takes
+    it as is.
+    """
 
     type: ClassVar[str] = "config.updated"
 
     patch: dict[str, Any]
-    config: dict[str, Any]
+    config: dict[str, Any] | None = None
 
 
 class OrchestrationPurged(msgspec.Struct, frozen=True, omit_defaults=True):

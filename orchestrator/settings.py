@@ -20,6 +20,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     max_batch: int = 1000
     max_page_limit: int = 500
+    max_config_bytes: int = 256 * 1024  # the workspace config's JSON (PATCHes past it: 413)
     read_your_writes_timeout_s: float = 5.0
     projection_max_lag: int = 10_000  # events; POST /log waits for projections beyond it
     # Live delivery

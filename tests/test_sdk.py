@@ -509,7 +509,7 @@ def test_a_stream_from_a_purged_past_starts_with_a_reset(client: Client) -> None
     assert isinstance(purged, Event)
     assert isinstance(updated, Event)
     assert (purged.seq, purged.type) == (3, "orchestration.purged")
-    assert (updated.seq, updated.payload["config"]) == (4, {"a": 3})
+    assert (updated.seq, updated.payload) == (4, {"patch": {"a": 3}})
     with client.stream_events(since_seq=1000) as ahead:
         client.update_config({"a": 4})
         first, event = next(ahead), next(ahead)
