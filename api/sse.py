@@ -52,26 +52,62 @@ def control_frame(kind: StreamKind, name: str, seq: int, payload: dict[str, obje
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (seq, name.encode(), data)
 
 
+# Entries in a replay's first read of the log: few, since nothing is known yet of their size
+# (the reads double from there while the events are small).
+FIRST_READ = 4
+
+
 async def replay(
-    eventlog: EventLog, workspace_id: str, kind: StreamKind, position: int, batch: int
+    eventlog: EventLog,
+    workspace_id: str,
+    kind: StreamKind,
+    position: int,
+    batch: int,
+    batch_bytes: int,
 ) -> AsyncIterator[tuple[int, bytes]]:
     """The retained events after ``position`` in large batches, as (seq reached, bytes).
+
+    A batch stops at ``batch`` events or at ``batch_bytes`` bytes (one event at least), so a
+    client that does not read makes the server hold a batch or two (one in the socket's
+    buffer, one waiting to be written), however large its events: 1,000 events of a few
+    hundred KB each were held per client. XRANGE has no byte limit, so each read's count is
+    learnt from the last: it doubles while batches are full of small events, and drops to
+    what fitted once a batch was cut at the byte budget; the events read past the budget are
+    dropped and read again with the next batch.
 
     Seqs in the log have no holes, so a jump means the log was trimmed or purged while the
     replay went on: that is announced with a reset frame, as at the start, never a silent gap.
     """
+    count = min(FIRST_READ, batch)
     while True:
-        entries = await eventlog.read_raw(workspace_id, position, batch)
+        entries = await eventlog.read_raw(workspace_id, position, count)
         if entries and (first := entry_seq(entries[0])) > position + 1:
             last = await eventlog.last_seq(workspace_id)
             details = {"since_seq": position, "first_seq": first, "last_seq": last}
             reset = control_frame(kind, "reset", first - 1, {**details, "reason": "trimmed"})
             yield first - 1, reset
+        fitted = fitting(entries, batch_bytes)
+        cut = fitted < len(entries)
+        more = cut or len(entries) == count
+        count = fitted if cut else min(count * 2, batch)  # the next read's
         if entries:
-            position = entry_seq(entries[-1])
-            yield position, frames(kind, entries)
-        if len(entries) < batch:
+            position = entry_seq(entries[fitted - 1])
+            chunk = frames(kind, entries[:fitted])
+            del entries  # while the client is slow to take the chunk, only the chunk is held
+            yield position, chunk
+        if not more:
             return
+
+
+def fitting(entries: list[RawEntry], budget: int) -> int:
+    """How many of the entries, from the first, make up a batch of at most ``budget`` bytes
+    (the first always, however large)."""
+    size = 0
+    for n, (_, (type_, payload)) in enumerate(entries):
+        size += len(type_) + len(payload)
+        if size > budget:
+            return max(n, 1)
+    return len(entries)
 
 
 def frames(kind: StreamKind, entries: list[RawEntry]) -> bytes:
@@ -103,7 +139,14 @@ async def stream(
             details = {"since_seq": since, "first_seq": first, "last_seq": last, "reason": reason}
             yield control_frame(kind, "reset", position, details)
         if since is not None:
-            batches = replay(eventlog, workspace_id, kind, position, settings.replay_batch)
+            batches = replay(
+                eventlog,
+                workspace_id,
+                kind,
+                position,
+                settings.replay_batch,
+                settings.replay_batch_bytes,
+            )
             async for reached, chunk in batches:
                 position = reached
                 if chunk:

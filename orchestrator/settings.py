@@ -25,6 +25,7 @@ class Settings:
     projection_max_lag: int = 10_000  # events; POST /log waits for projections beyond it
     # Live delivery
     replay_batch: int = 1000
+    replay_batch_bytes: int = 1024 * 1024  # a replay batch also stops at this many bytes
     subscriber_queue: int = 1024
     heartbeat_s: float = 15.0
     sse_retry_ms: int = 2000
