@@ -229,6 +229,8 @@ async def send_event_stream(body: AsyncGenerator[bytes], receive: Receive, send:
         await body.aclose()  # a body cut off in a send still unsubscribes now
 
 
+# How often a stream whose client left is cancelled again until it ends: a swallowed
+# cancellation costs a stream this long at most, and a watcher wakes no more often.
 RECANCEL_S = 0.05
 
 
