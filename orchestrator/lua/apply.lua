@@ -17,29 +17,32 @@
 -- lossless: only objects are parsed; any other value (string, number, array, literal) is
 -- kept as the very text it was written in, and members keep their order (new ones last).
 -- The texts are msgspec's (no blanks), so the result is the text Python would encode.
-local find, sub = string.find, string.sub
+local find, sub, byte = string.find, string.sub, string.byte
+local QUOTE, BACKSLASH, OPEN, CLOSE = 34, 92, 123, 125  -- " \ { }
 
 local function string_end(s, i)  -- s[i] opens a string; the index just past its end
-  local j = i + 1
-  while true do
-    local k = find(s, '["\\]', j)
-    if sub(s, k, k) == '"' then return k + 1 end
-    j = k + 2  -- an escape: skip the escaped character
+  local k = find(s, '"', i + 1, true)
+  while byte(s, k - 1) == BACKSLASH do  -- escaped, unless the backslash is itself escaped
+    local b = k - 1
+    while byte(s, b - 1) == BACKSLASH do b = b - 1 end
+    if (k - b) % 2 == 0 then break end
+    k = find(s, '"', k + 1, true)
   end
+  return k + 1
 end
 
 local function value_end(s, i)  -- the index just past the value starting at s[i]
-  local c = sub(s, i, i)
-  if c == '"' then return string_end(s, i) end
-  if c == "{" or c == "[" then
+  local c = byte(s, i)
+  if c == QUOTE then return string_end(s, i) end
+  if c == OPEN or c == 91 then  -- { or [
     local depth, j = 0, i
     while true do
       local k = find(s, '[][{}"]', j)
-      local d = sub(s, k, k)
-      if d == '"' then
+      local d = byte(s, k)
+      if d == QUOTE then
         j = string_end(s, k)
       else
-        depth = depth + ((d == "{" or d == "[") and 1 or -1)
+        depth = depth + ((d == OPEN or d == 91) and 1 or -1)
         j = k + 1
         if depth == 0 then return j end
       end
@@ -48,37 +51,51 @@ local function value_end(s, i)  -- the index just past the value starting at s[i
   return find(s, "[,}%]]", i) or #s + 1  -- a number or a literal
 end
 
-local function members(s)  -- an object's keys (as JSON text) in order, and key -> value text
-  local keys, values = {}, {}
+-- An object's members: each one's key (its JSON text), and where its value starts and ends.
+local function members(s)
+  local found = {}
   local i = 2
-  while sub(s, i, i) ~= "}" do
+  while byte(s, i) ~= CLOSE do
     local e = string_end(s, i)
-    local key = sub(s, i, e - 1)
     local v = value_end(s, e + 1)  -- past the colon
-    keys[#keys + 1] = key
-    values[key] = sub(s, e + 1, v - 1)
-    i = sub(s, v, v) == "," and v + 1 or v
+    found[#found + 1] = {sub(s, i, e - 1), e + 1, v}
+    i = byte(s, v) == 44 and v + 1 or v  -- past a comma
   end
-  return keys, values
+  return found
 end
 
 local function merge(target, patch)
-  if sub(patch, 1, 1) ~= "{" then return patch end
-  local keys, values = {}, {}
-  if target and sub(target, 1, 1) == "{" then keys, values = members(target) end
-  local changed, changes = members(patch)
-  for _, key in ipairs(changed) do
-    local value = changes[key]
-    if value == "null" then
-      values[key] = nil
-    else
-      if values[key] == nil then keys[#keys + 1] = key end
-      values[key] = merge(values[key], value)
-    end
+  if byte(patch, 1) ~= OPEN then return patch end
+  local changes, order = {}, {}
+  for _, m in ipairs(members(patch)) do
+    changes[m[1]] = sub(patch, m[2], m[3] - 1)
+    order[#order + 1] = m[1]
   end
   local parts = {}
-  for _, key in ipairs(keys) do
-    if values[key] ~= nil then parts[#parts + 1] = key .. ":" .. values[key] end
+  if target and byte(target, 1) == OPEN then
+    -- The members the patch leaves alone are copied a run at a time, not one by one.
+    local run = nil  -- where the current run of untouched members starts
+    local last = 2
+    for _, m in ipairs(members(target)) do
+      local key, from, to = m[1], m[2], m[3]
+      local value = changes[key]
+      if value == nil then
+        run = run or from - #key - 1
+        last = to
+      else
+        if run then parts[#parts + 1] = sub(target, run, last - 1) end
+        run = nil
+        if value ~= "null" then
+          parts[#parts + 1] = key .. ":" .. merge(sub(target, from, to - 1), value)
+        end
+        changes[key] = false  -- done
+      end
+    end
+    if run then parts[#parts + 1] = sub(target, run, last - 1) end
+  end
+  for _, key in ipairs(order) do
+    local value = changes[key]
+    if value and value ~= "null" then parts[#parts + 1] = key .. ":" .. merge(nil, value) end
   end
   return "{" .. table.concat(parts, ",") .. "}"
 end
