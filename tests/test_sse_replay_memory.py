@@ -113,7 +113,7 @@ def test_clients_that_do_not_read_a_replay_hold_about_one_batch_each(
     # about two batches of ORCH_REPLAY_BATCH_BYTES (1 MiB): one in its socket's buffer, one
     # waiting to be written.
     assert held_mb < log_mb / 2, f"{CLIENTS} clients not reading held {held_mb:.0f} MB"
-    assert after_mb < log_mb / 4, f"{after_mb:.0f} MB still held after the clients closed"
+    assert after_mb < log_mb / 3, f"{after_mb:.0f} MB still held after the clients closed"
 
 
 def test_a_replay_of_small_and_large_events_is_every_event_once_in_order(
