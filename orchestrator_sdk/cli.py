@@ -36,7 +36,8 @@ EXIT_CODES = f"""exit codes (every error is one line on stderr):
        file that cannot be read or written, a question nobody is at the terminal to answer
   {UNREACHABLE:<3}  unavailable: the server or Redis cannot be reached or failed (5xx, an answer
        that does not decode), or `serve` could not start
-  {INTERNAL:<3}  a bug: the message names the exception; --log-level DEBUG shows the traceback
+  {INTERNAL:<3}  a bug: the message names the exception; `orchestrator --log-level DEBUG`
+       shows the traceback
   {INTERRUPTED:<3}  interrupted (Ctrl-C)"""
 
 Command = Callable[[Client, argparse.Namespace], int]
