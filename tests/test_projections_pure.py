@@ -404,7 +404,7 @@ class Reference:
 
     def fold(self, seq: int, payload: Payload | None) -> None:
         match payload:
-            case ConfigUpdated(config=config):
+            case ConfigUpdated(config=dict() as config):  # the old shape: whole, as it was
                 self.config = (config, seq)
             case ToolCall():
                 self.calls[seq] = payload
