@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.contract import OPERATIONS, PREFIX, Operation
+from api.responses import raw_json
 from orchestrator import __doc__ as summary
 from orchestrator import jsonschema
 from orchestrator.events import PAYLOAD_TYPES
@@ -190,7 +191,7 @@ async def openapi_json(request: Request) -> Response:
     """``GET /openapi.json``: generated once per process."""
     if not _SERVED:
         _SERVED.append(encoded())
-    return Response(_SERVED[0], media_type="application/json")
+    return raw_json(_SERVED[0])
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ encode_json = _encoder.encode
 # Bodies hold text clients wrote (entry content, config values): a browser that sniffed one
 # as HTML would run what it found there. Sent with every response built here.
 NOSNIFF = (b"x-content-type-options", b"nosniff")
+NOSNIFF_HEADERS = {"X-Content-Type-Options": "nosniff"}  # for responses not built here
 MARKDOWN = "text/markdown; charset=utf-8"
 
 

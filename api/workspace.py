@@ -4,7 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from api import decode
-from api.responses import JSON, encode_json, raw_json
+from api.responses import JSON, NOSNIFF_HEADERS, encode_json, raw_json
 from api.sse import EVENTS, TOOL_CALLS, EventStreamResponse, stream
 from api.state import Services, services
 from orchestrator import config, purge, toolcalls
@@ -113,7 +113,7 @@ async def get_debug_dump(request: Request) -> Response:
         "feed": s.feed.state(ws),
     }
     body = debug_dump(s.redis, s.eventlog, s.projector, ws, caches, s.settings.replay_batch)
-    return StreamingResponse(body, media_type="application/json")
+    return StreamingResponse(body, media_type="application/json", headers=NOSNIFF_HEADERS)
 
 
 async def post_purge(request: Request) -> Response:

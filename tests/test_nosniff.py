@@ -4,6 +4,7 @@ run what it found there."""
 
 import httpx
 
+from tests.servers import ServerProcess
 from tests.test_api_log import call
 
 
@@ -25,9 +26,11 @@ def test_markdown_exports_are_not_sniffed(api: httpx.Client) -> None:
     assert nosniff(stored)
 
 
-def test_json_responses_are_not_sniffed(api: httpx.Client) -> None:
+def test_json_responses_are_not_sniffed(api: httpx.Client, server: ServerProcess) -> None:
     responses = {
         "built": api.get("/config"),
+        "streamed": api.get("/debug-dump"),
+        "the API's description": httpx.get(server.base_url + "/openapi.json", timeout=10),
         "stored bytes": api.get("/vault/export"),
         "an error": api.patch("/config", content=b"[1]"),
         "the fast path": api.post("/log", json=call()),
