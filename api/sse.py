@@ -12,6 +12,7 @@ import msgspec
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from api.responses import NOSNIFF_HEADERS
 from orchestrator.eventlog import EventLog, RawEntry, entry_seq
 from orchestrator.events import ToolCall
 from orchestrator.feed import Feed, StreamKind
@@ -21,6 +22,7 @@ HEADERS = {
     "Cache-Control": "no-cache, no-transform",
     "X-Accel-Buffering": "no",  # nginx: do not buffer
     "Connection": "keep-alive",
+    **NOSNIFF_HEADERS,  # frames carry text clients wrote, as every body does
 }
 HEARTBEAT = b": keep-alive\n\n"
 

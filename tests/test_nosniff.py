@@ -40,3 +40,11 @@ def test_json_responses_are_not_sniffed(api: httpx.Client, server: ServerProcess
         responses, "application/json"
     )
     assert [name for name, r in responses.items() if not nosniff(r)] == []
+
+
+def test_event_streams_are_not_sniffed(api: httpx.Client) -> None:
+    for path in ("/events", "/log/stream"):
+        head = api.head(path)  # the stream's headers, with no body to wait for
+        assert head.status_code == 200, path
+        assert head.headers["content-type"].startswith("text/event-stream")
+        assert nosniff(head), path
