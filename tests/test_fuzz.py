@@ -159,8 +159,8 @@ def real_ids(seeded: Seeded) -> dict[str, list[str]]:
 
 
 def defang(body: Any) -> Any:
-    """Imports clone only from a path that does not exist: a fuzzer sends no traffic out
-    (the server allows the file protocol only, too)."""
+    """Imports name a local path that does not exist, which the server refuses before git
+    runs (it allows no local root): a fuzzer sends no traffic out."""
     if isinstance(body, dict) and isinstance(body.get("repoUrl"), str):
         return {**body, "repoUrl": "/nonexistent/fuzzed-repository"}
     return body
