@@ -1,5 +1,6 @@
 """The Starlette app: resources built in the lifespan, routes, error table."""
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -65,7 +66,14 @@ def build(settings: Settings, replica_id: str, redis: Redis, blocking: Redis) ->
     counts = SubscriberCounts(
         redis, replica_id, settings.subscriber_report_ttl_ms, settings.subscriber_report_every_s
     )
-    feed = Feed(blocking, eventlog, KINDS, settings.subscriber_queue, on_count=counts.update)
+    feed = Feed(
+        blocking,
+        eventlog,
+        KINDS,
+        settings.subscriber_queue,
+        on_count=counts.update,
+        streams_per_read=settings.feed_streams_per_read,
+    )
     orch = Orchestrator(eventlog, models, settings)
     s = Services(
         settings=settings,
@@ -91,10 +99,13 @@ def create_app(settings: Settings) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, object]]:
-        # Requests share a fixed pool; live readers (one blocking XREAD per active workspace)
-        # get their own, so connections grow with workspaces, never with SSE clients. Named,
-        # so that `redis-cli CLIENT LIST` tells whose connection is whose. XREAD blocks for
-        # 5 s at a time; the socket timeout leaves room for that.
+        # Requests share a fixed pool; the feed's readers (each one blocking XREAD over up to
+        # feed_streams_per_read active workspaces) get their own, so connections grow with
+        # active workspaces / feed_streams_per_read, never with SSE clients. A reader holds
+        # its connection for good, so that pool has no cap (redis-py's default of 100 starved
+        # every reader past the 100th): the feed bounds it. Named, so that `redis-cli CLIENT
+        # LIST` tells whose connection is whose. XREAD blocks for 5 s at a time; the socket
+        # timeout leaves room for that.
         replica_id = mint("rep")
         options = pool_options(url)
         redis = Redis(
@@ -104,7 +115,7 @@ def create_app(settings: Settings) -> Starlette:
         )
         blocking = Redis(
             connection_pool=ConnectionPool.from_url(
-                url, client_name=f"orch-feed:{replica_id}", **options
+                url, max_connections=sys.maxsize, client_name=f"orch-feed:{replica_id}", **options
             )
         )
         s = build(settings, replica_id, redis, blocking)

@@ -1,35 +1,42 @@
-"""Live delivery: one Redis reader per active workspace, fanned out to local subscribers.
+"""Live delivery: a few shared Redis readers per replica, fanned out to local subscribers.
 
-A subscriber never holds a Redis connection: the workspace's reader task does the blocking
-XREAD and pushes each event, encoded once per stream kind, into every subscriber's bounded
-queue. A subscriber whose queue fills is cut off (it reconnects from its last seq and catches
-up from the log), so nobody's slowness stalls anyone else.
+A subscriber never holds a Redis connection, nor does a workspace: the replica's active
+workspaces are shared out among readers, each one task on one connection of its own doing a
+single blocking ``XREAD COUNT c BLOCK ms STREAMS k1..kn id1..idn`` over the streams of up to
+``streams_per_read`` workspaces. A replica's feed connections are thus ceil(active workspaces
+/ streams_per_read), a handful, where one reader per workspace needed a connection each and
+ran out of them (redis-py's pool refused the 101st). Each event, encoded once per stream kind,
+goes into every subscriber's bounded queue; a subscriber whose queue fills is cut off (it
+reconnects from its last seq and catches up from the log), so nobody's slowness stalls anyone.
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
+import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from orchestrator.errors import Unavailable
-from orchestrator.eventlog import EventLog, parse_entries
+from orchestrator.eventlog import EventLog, raw_fields
 from orchestrator.events import StoredEvent
 from orchestrator.keys import WorkspaceKeys
-from orchestrator.replies import stream_entries
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 Frame = tuple[int, bytes]  # (seq, encoded bytes)
 XREAD_BLOCK_MS = 5000
-XREAD_COUNT = 1000
+XREAD_COUNT = 1000  # entries per stream per read
+STREAMS_PER_READ = 1000
+WAKE_RETRY_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -105,15 +112,84 @@ class Subscriber:
 @dataclass
 class WorkspaceFeed:
     workspace_id: str
-    cursor: int = 0
+    cursor: int = 0  # the last seq fanned out (or the log's last seq when it joined)
     subscribers: dict[str, set[Subscriber]] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    reader: "Reader | None" = None
+    stream: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stream = WorkspaceKeys(self.workspace_id).events.encode()
 
     def count(self, kind: str | None = None) -> int:
         if kind is not None:
             return len(self.subscribers.get(kind, ()))
         return sum(len(s) for s in self.subscribers.values())
+
+
+class Reader:
+    """One blocking XREAD over the streams of up to ``capacity`` workspaces, on a connection
+    of its own.
+
+    ``joined`` counts the workspaces that ever joined it, and ``sent`` is what ``joined`` was
+    when it last sent a read: while ``sent < joined``, the read Redis holds lacks a stream,
+    and ``Feed._wake`` unblocks it (by ``client_id``) so that the next one names it.
+    """
+
+    __slots__ = ("capacity", "client_id", "feeds", "joined", "running", "sent", "waking")
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.feeds: dict[bytes, WorkspaceFeed] = {}  # by stream key
+        self.joined = 0
+        self.sent = 0
+        self.client_id: int | None = None  # of the connection that sent the last read
+        self.running = True
+        self.waking = False
+
+    @property
+    def full(self) -> bool:
+        return len(self.feeds) >= self.capacity
+
+    def add(self, feed: WorkspaceFeed) -> None:
+        self.feeds[feed.stream] = feed
+        feed.reader = self
+        self.joined += 1
+
+    def remove(self, feed: WorkspaceFeed) -> None:
+        if self.feeds.get(feed.stream) is feed:
+            del self.feeds[feed.stream]
+
+    async def read(self, connection: AbstractConnection) -> Any:
+        """One read of every stream from its workspace's cursor: the raw XREAD reply.
+
+        CLIENT ID goes in the same write, so the id is always that of the connection the read
+        is on, even after redis-py reconnected it (a health check, a Redis restart).
+        """
+        streams = list(self.feeds.values())
+        self.sent = self.joined
+        xread = [b"XREAD", b"COUNT", b"%d" % XREAD_COUNT, b"BLOCK", b"%d" % XREAD_BLOCK_MS]
+        xread += [b"STREAMS", *(f.stream for f in streams), *(b"%d-0" % f.cursor for f in streams)]
+        await connection.send_packed_command(connection.pack_commands([[b"CLIENT", b"ID"], xread]))
+        self.client_id = int(await connection.read_response())
+        return await connection.read_response()
+
+
+def stream_replies(reply: Any) -> Iterable[tuple[bytes, list[Any]]]:
+    """(stream key, entries) of a raw XREAD reply: a map in RESP3, pairs in RESP2."""
+    if not reply:
+        return ()
+    return reply.items() if isinstance(reply, dict) else reply
+
+
+def stored_events(entries: list[Any]) -> list[StoredEvent]:
+    events = []
+    for entry_id, fields in entries:
+        type_, payload = raw_fields(fields)
+        seq = int(entry_id.split(b"-", 1)[0])
+        events.append(StoredEvent(seq, type_.decode(), msgspec.Raw(payload)))
+    return events
 
 
 class Feed:
@@ -125,14 +201,19 @@ class Feed:
         queue_size: int,
         on_count: Callable[[str, int], None] = lambda ws, n: None,
         counted_kind: str = "events",
+        streams_per_read: int = STREAMS_PER_READ,
     ) -> None:
-        self.redis = blocking_redis
+        if streams_per_read < 1:
+            raise ValueError(f"streams_per_read={streams_per_read}: expected at least 1")
+        self.redis = blocking_redis  # its pool gives each reader its connection for good
         self.eventlog = eventlog
         self.kinds = {k.name: k for k in kinds}
         self.queue_size = queue_size
         self.on_count = on_count
         self.counted_kind = counted_kind
+        self.streams_per_read = streams_per_read
         self._feeds: dict[str, WorkspaceFeed] = {}
+        self._readers: list[Reader] = []
         self._task_group: TaskGroup | None = None
         self._closed = False
 
@@ -181,7 +262,7 @@ class Feed:
         feed = self._feeds.get(workspace_id)
         if feed is None:
             feed = self._feeds[workspace_id] = WorkspaceFeed(workspace_id)
-            self._task_group.start_soon(self._read, feed)
+            self._task_group.start_soon(self._join, feed)
         subscriber = Subscriber(self.queue_size)
         if self._closed:
             subscriber.close()
@@ -195,25 +276,90 @@ class Feed:
             self._counted(feed, kind)
             if not feed.count() and self._feeds.get(workspace_id) is feed:
                 del self._feeds[workspace_id]
-                feed.scope.cancel()
+                feed.scope.cancel()  # if it is still joining
+                if feed.reader is not None:
+                    feed.reader.remove(feed)  # its reader's next read leaves it out
 
     def _counted(self, feed: WorkspaceFeed, kind: str) -> None:
         if kind == self.counted_kind:
             self.on_count(feed.workspace_id, feed.count(kind))
 
-    async def _read(self, feed: WorkspaceFeed) -> None:
-        stream = WorkspaceKeys(feed.workspace_id).events
+    async def _join(self, feed: WorkspaceFeed) -> None:
+        """Start the workspace's cursor at the log's last seq, then add it to a reader with
+        room (a new one if none has), and wake that reader so that its read names it."""
         with feed.scope:
             feed.cursor = await self._retrying(lambda: self.eventlog.last_seq(feed.workspace_id))
+            tg = self._task_group
+            if tg is None:  # shutting down
+                return
+            reader = next((r for r in self._readers if not r.full), None)
+            if reader is None:
+                reader = Reader(self.streams_per_read)
+                self._readers.append(reader)
+                tg.start_soon(self._read, reader)
+            reader.add(feed)
             feed.ready.set()
-            while True:
-                reply = await self._retrying(
-                    lambda: self.redis.xread(
-                        {stream: f"{feed.cursor}-0"}, count=XREAD_COUNT, block=XREAD_BLOCK_MS
-                    )
-                )
-                for _, entries in reply or ():  # type: ignore[str-unpack]
-                    self._fan_out(feed, parse_entries(stream_entries(entries)))
+            if not reader.waking:
+                reader.waking = True
+                tg.start_soon(self._wake, reader)
+
+    async def _read(self, reader: Reader) -> None:
+        """The reader's loop, on one connection from the feed's pool, for as long as it has
+        workspaces. A Redis error is logged and retried after a growing pause; the connection
+        is dropped, and redis-py makes a new one for the next read."""
+        pool = self.redis.connection_pool
+        connection: AbstractConnection | None = None
+        delay = 0.1
+        try:
+            while reader.feeds:
+                try:
+                    if connection is None:
+                        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+                    reply = await reader.read(connection)
+                except (RedisError, OSError) as exc:
+                    reader.client_id = None
+                    if connection is not None:
+                        await connection.disconnect()
+                    log.warning("feed.redis_error", error=str(exc), retry_in=delay)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                delay = 0.1
+                for stream, entries in stream_replies(reply):
+                    feed = reader.feeds.get(stream)
+                    if feed is not None:  # else it left while the read was under way
+                        self._fan_out(feed, stored_events(entries))
+        finally:
+            # No await since the loop saw no workspaces: none can have joined it since.
+            reader.running = False
+            self._readers.remove(reader)
+            if connection is not None:
+                with anyio.CancelScope(shield=True):
+                    await pool.release(connection)
+
+    async def _wake(self, reader: Reader) -> None:
+        """Unblock the reader's read until it has sent one naming every workspace joined.
+
+        CLIENT UNBLOCK (on the request pool: one short command) ends only a read that Redis
+        is blocked in. A read that is still on its way to Redis, or whose reply is on its way
+        back, is not woken (the unblock answers 0), so the unblock is repeated until the
+        reader has sent a read made after the last join: that one names every stream. An
+        unblocked read answers as if it timed out, and the next read starts from the same
+        cursors, so nothing is lost by it.
+        """
+        delay = WAKE_RETRY_S
+        try:
+            while reader.running and reader.sent < reader.joined:
+                try:
+                    if reader.client_id is not None:
+                        await self.eventlog.redis.client_unblock(reader.client_id)
+                    delay = WAKE_RETRY_S
+                except (RedisError, OSError):
+                    # Redis is away: the reader reconnects, and its next read names them all.
+                    delay = min(delay * 2, 1.0)
+                await anyio.sleep(delay)
+        finally:
+            reader.waking = False
 
     async def _retrying(self, read: Callable[[], Awaitable[T]]) -> T:
         delay = 0.1
@@ -226,6 +372,8 @@ class Feed:
                 delay = min(delay * 2, 2.0)
 
     def _fan_out(self, feed: WorkspaceFeed, events: list[StoredEvent]) -> None:
+        # A read sent before the workspace left and came back reads from an older cursor.
+        events = [e for e in events if e.seq > feed.cursor]
         for kind_name, subscribers in feed.subscribers.items():
             kind = self.kinds[kind_name]
             # Encoded once, the same bytes for every subscriber.

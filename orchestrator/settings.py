@@ -31,6 +31,7 @@ class Settings:
     sse_retry_ms: int = 2000
     subscriber_report_ttl_ms: int = 15_000
     subscriber_report_every_s: float = 5.0
+    feed_streams_per_read: int = 1000  # workspaces one shared feed reader (connection) reads
     # Executor
     default_workers: int = 4  # worker slots when a workspace sets no max_workers cap
     max_attempts: int = 3  # attempts per entry (expired leases, retried failures)

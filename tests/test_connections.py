@@ -59,8 +59,9 @@ async def test_sse_clients_share_one_reader_per_workspace(
         assert dump["caches"]["feed"]["subscribers"] == {"events": CLIENTS_PER_WORKSPACE}
         counts = connections_by_name(redis_url, replica)
 
-    # One blocking reader per workspace with subscribers: 2, for 80 SSE clients.
-    assert counts["orch-feed"] == len(workspaces)
+    # One blocking read shared by the workspaces with subscribers (up to
+    # ORCH_FEED_STREAMS_PER_READ of them): 1, for 2 workspaces and 80 SSE clients.
+    assert counts["orch-feed"] == 1
     # Requests go through a fixed pool, whatever the number of clients.
     assert 1 <= counts["orch-api"] <= POOL_SIZE
 
