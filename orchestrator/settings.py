@@ -99,11 +99,23 @@ AUTH_MODES = ("auto", "required")
 # What ORCH_IMPORT_PROTOCOLS may name (``file`` is accepted for old configurations, but
 # local repositories are allowed by ORCH_IMPORT_LOCAL_ROOTS alone).
 IMPORT_SCHEMES = ("file", "git", "http", "https", "ssh")
+# Numbers for which 0 means something (keep every event; 90% of ``ulimit -n``); every other
+# count, size and duration must be positive: a header timeout of 0 would close every
+# connection at once, a replay batch of 0 would never end.
+ZERO_MEANS_DEFAULT = frozenset({"event_retention", "max_connections"})
 
 
 def _checked(settings: Settings) -> Settings:
     """The settings, or ``ValueError`` naming the variable to fix: a typo must stop the
     server, not quietly leave it more open than its operator meant."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        zero_ok = f.name in ZERO_MEANS_DEFAULT
+        if value < 0 or (value == 0 and not zero_ok):
+            expected = "0 or more" if zero_ok else "a number above 0"
+            raise ValueError(f"ORCH_{f.name.upper()}={value!r}: expected {expected}")
     if settings.auth not in AUTH_MODES:
         raise ValueError(f"ORCH_AUTH={settings.auth!r}: expected one of {', '.join(AUTH_MODES)}")
     unknown = set(settings.import_protocols.split(":")) - set(IMPORT_SCHEMES)

@@ -74,6 +74,21 @@ def test_a_bad_setting_is_one_line(redis_url: str) -> None:
     assert "ORCH_MAX_BATCH='many': expected int" in line
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("ORCH_HEADER_TIMEOUT_S", "0", "ORCH_HEADER_TIMEOUT_S=0.0: expected a number above 0"),
+        ("ORCH_REPLAY_BATCH", "-5", "ORCH_REPLAY_BATCH=-5: expected a number above 0"),
+        ("ORCH_EVENT_RETENTION", "-1", "ORCH_EVENT_RETENTION=-1: expected 0 or more"),
+    ],
+)
+def test_a_count_or_duration_that_cannot_work_is_refused(
+    variable: str, value: str, says: str, redis_url: str
+) -> None:
+    line = error_line(run("serve", REDIS_URL=redis_url, **{variable: value}), USAGE)
+    assert says in line
+
+
 def test_serve_on_a_taken_port_ends_with_one_line_and_exit_3(redis_url: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
