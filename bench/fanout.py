@@ -1,10 +1,11 @@
 """Fan-out: many SSE subscribers of one workspace while events are appended at a steady rate.
 
 The service (shared readers, one blocking XREAD over many workspaces, fanned out to bounded
-queues) against the naive design (``bench/baselines/naive_sse.py``: one blocking ``XREAD`` per subscriber behind sse-starlette),
-under the same load: the events of both are appended through the real service's ``POST /log``
-(so their sizes and rate are identical), each carrying its append time in its title. The
-subscribers are a ``bench.sse_load`` process on loopback.
+queues) against the naive design (``bench/baselines/naive_sse.py``: one blocking ``XREAD``
+per subscriber behind sse-starlette), under the same load: the events of both are appended
+through the real service's ``POST /log`` (so their sizes and rate are identical), each
+carrying its append time in its title. The subscribers are a ``bench.sse_load`` process on
+loopback.
 """
 
 import asyncio
