@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from redis.exceptions import RedisError
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import error_response
@@ -102,6 +103,12 @@ class Authenticator:
                 del self.streams[token.id]
 
 
+def token_name(request: Request) -> str | None:
+    """The name of the token the request came with (None when authentication is off)."""
+    token: Token | None = getattr(request.state, "token", None)
+    return None if token is None else token.name
+
+
 class AuthGate:
     """ASGI middleware: the outermost layer, so nothing reaches a workspace unchecked."""
 
@@ -120,6 +127,8 @@ class AuthGate:
                 token = await auth.check(scope, workspace_id)
             except (RedisError, OSError) as exc:
                 raise Unavailable(f"Redis unavailable: {exc}; retry") from exc
+            # Per request (each request's state is a copy): who writes, e.g. a spec's author.
+            scope["state"]["token"] = token
             # HEAD is counted as the GET whose headers it answers: refused alike at the limit.
             if (
                 token is None

@@ -4,6 +4,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api import commands, decode
+from api.auth import token_name
 from api.responses import JSON, raw_json
 from api.state import services
 from orchestrator import results as r
@@ -43,7 +44,7 @@ async def create_entries(request: Request) -> Response:
         request,
         todo.EntriesInput,
         "entries",
-        lambda plan, given, now: todo.decide_create(plan, given.entries, now),
+        lambda plan, given, now: todo.decide_create(plan, given.entries, now, token_name(request)),
         status=201,
     )
 
@@ -130,7 +131,7 @@ async def put_spec(request: Request) -> Response:
         request,
         todo.SpecInput,
         f"spec:{entry_id}",
-        lambda plan, given, now: todo.decide_spec(plan, entry_id, given, now),
+        lambda plan, given, now: todo.decide_spec(plan, entry_id, given, now, token_name(request)),
     )
 
 

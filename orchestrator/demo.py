@@ -44,30 +44,58 @@ ANSWER_AFTER_S = 3.0  # the demo answers a question itself after this long (at s
 SETTLED = frozenset({"completed", "cancelled", "failed", "blocked"})
 
 PHASES: list[dict[str, Any]] = [
-    {"id": DESIGN, "name": "Design", "status": "active", "session_id": COORDINATOR},
-    {"id": BUILD, "name": "Build", "phase_rounds": 3, "session_id": COORDINATOR},
+    {"id": DESIGN, "name": "Design", "seq": 0, "status": "active", "session_id": COORDINATOR},
+    {
+        "id": BUILD,
+        "name": "Build",
+        "seq": 1,
+        "phase_rounds": 3,
+        "container_id": "ctr_demo_build",
+        "session_id": COORDINATOR,
+    },
 ]
 
 
 def _entry(entry_id: str, content: str, phase: str, files: list[str], **more: Any) -> Any:
     acceptance = more.pop("acceptance", [f"{content.lower()}: done"])
+    spec = {
+        "requirements": content,
+        "acceptance_criteria": acceptance,
+        "authored_by": COORDINATOR,
+        **more.pop("spec", {}),
+    }
     return {
         "id": entry_id,
         "content": content,
         "phase_id": phase,
         "files": files,
-        "spec": {"text": content, "acceptance": acceptance},
+        "spec": spec,
         "created_by": COORDINATOR,
         **more,
     }
 
 
 ENTRIES: list[dict[str, Any]] = [
-    _entry(SCHEMA, "Design the schema", DESIGN, ["db/schema.sql"], priority=10),
+    _entry(SCHEMA, "Design the schema", DESIGN, ["db/schema.sql"], priority="high"),
     _entry(API, "Sketch the REST API", DESIGN, ["docs/api.md"], depends_on=[SCHEMA]),
-    _entry(HANDLERS, "Implement the handlers", BUILD, ["app/handlers.py"], depends_on=[API]),
+    _entry(
+        HANDLERS,
+        "Implement the handlers",
+        BUILD,
+        ["app/handlers.py"],
+        depends_on=[API],
+        # The files its spec names are locked with the entry's own.
+        spec={"files_to_create": ["app/errors.py"], "files_to_modify": ["app/routes.py"]},
+    ),
     _entry(TESTS, "Write the tests", BUILD, ["tests/test_handlers.py"], depends_on=[API]),
-    _entry(REFACTOR, "Refactor the legacy module", BUILD, ["app/legacy.py"], budget_usd=0.4),
+    _entry(
+        REFACTOR,
+        "Refactor the legacy module",
+        BUILD,
+        ["app/legacy.py"],
+        budget_usd=0.4,
+        priority="low",
+    ),
 ]
 
 # What a worker does on each entry: ("call", tool, target) | ("spend", usd, tokens) | ("ask",)
@@ -180,11 +208,13 @@ async def work(demo: Demo, session: str) -> None:
             await demo.pause(0.25)
             continue
         entry, lease = claimed["entry"], claimed["lease"]["id"]
-        demo.say(session, f"claimed {entry['id']} ({entry['content']}), locking {entry['files']}")
+        spec = entry["spec"]
+        locked = sorted({*entry["files"], *spec["files_to_create"], *spec["files_to_modify"]})
+        demo.say(session, f"claimed {entry['id']} ({entry['content']}), locking {locked}")
         if await run_script(demo, session, entry, lease):
             report = [
                 {"criterion": c, "passed": True, "evidence": "checked by the worker"}
-                for c in entry["spec"]["acceptance"]
+                for c in entry["spec"]["acceptance_criteria"]
             ]
             body = {"summary": f"{entry['content']}: done", "report": report}
             await demo.call("POST", f"/executor/leases/{lease}/complete", body)

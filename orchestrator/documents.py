@@ -16,7 +16,7 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from orchestrator import jsonschema
+from orchestrator import jsonschema, upcast
 from orchestrator.errors import ValidationFailed
 from orchestrator.fields import EntityID, Name, SessionID, Text
 from orchestrator.model import (
@@ -38,7 +38,7 @@ from orchestrator.problems import check
 from orchestrator.transfer import Problem
 
 FORMAT: Final = "orchestrator-todo"
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2  # 1: integer priorities, {text, acceptance} specs, phase order
 MAX_ENTRIES: Final = 10_000
 MAX_PHASES: Final = 1_000
 MAX_NOTES: Final = 1_000
@@ -47,7 +47,7 @@ MAX_NOTES: Final = 1_000
 DocumentStatus = Literal["pending", "completed", "failed", "blocked", "cancelled"]
 IdList = Annotated[list[EntityID], msgspec.Meta(max_length=256)]
 Content = Annotated[str, msgspec.Meta(min_length=1, max_length=16_384)]
-Order = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+PhaseSeq = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 
 
 class DocumentNote(
@@ -63,15 +63,16 @@ class DocumentNote(
 class DocumentPhase(
     msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, omit_defaults=True
 ):
-    """A phase. Entries name it by ``id`` in their ``phase_id``. ``order`` absent: after the
+    """A phase. Entries name it by ``id`` in their ``phase_id``. ``seq`` absent: after the
     phases before it."""
 
     id: EntityID
     name: Name
     description: Text = ""
-    order: Order | None = None
+    seq: PhaseSeq | None = None
     status: PhaseStatus = "pending"
     phase_rounds: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    container_id: Name | None = None
     memory: Annotated[list[DocumentNote], msgspec.Meta(max_length=MAX_NOTES)] = msgspec.field(
         default_factory=list
     )
@@ -87,10 +88,10 @@ class DocumentEntry(
     id: EntityID | None = None
     type: Name = "task"
     content: Content
-    spec: Spec | None = None  # absent: no text, no acceptance criteria
+    spec: Spec | None = None  # absent: nothing written yet (revision 0)
     spec_frozen: bool = False
     status: DocumentStatus = "pending"
-    priority: Priority = 0
+    priority: Priority = "medium"
     depends_on: IdList = msgspec.field(default_factory=list)
     children: IdList = msgspec.field(default_factory=list)
     parallelizable: bool = True
@@ -123,7 +124,7 @@ class PlanDocument(
 
     schema: str | None = msgspec.field(default=None, name="$schema")  # for editors; ignored
     format: Literal["orchestrator-todo"]
-    schema_version: Literal[1]
+    schema_version: Literal[2]  # version 1 documents are read too (see ``upgraded``)
     project_context: Annotated[str, msgspec.Meta(max_length=65_536)] = ""
     budget: DocumentBudget | None = None  # absent: no caps
     phases: Annotated[list[DocumentPhase], msgspec.Meta(max_length=MAX_PHASES)] = msgspec.field(
@@ -157,7 +158,9 @@ class DocumentInvalid(ValidationFailed):
 def validate(raw: Any, max_notes: int = MAX_NOTES, root: str = "$") -> PlanDocument:
     """The document ``raw`` (decoded JSON) is, or ``DocumentInvalid`` listing every problem:
     of shape (types, bounds, unknown fields) and of meaning (duplicate ids, references to
-    entries or phases the document does not have, dependency cycles, too many notes)."""
+    entries or phases the document does not have, dependency cycles, too many notes).
+    A document of schema version 1 is read as its version 2 equivalent."""
+    raw = upgraded(raw)
     found = check(raw, PlanDocument) + _meaning(raw, max_notes)
     cycles = _cycles(raw)
     # Cycles alone are refused as a request creating them is: 422 CYCLE.
@@ -171,6 +174,43 @@ def validate(raw: Any, max_notes: int = MAX_NOTES, root: str = "$") -> PlanDocum
     if root != "$":
         found = [msgspec.structs.replace(p, path=root + p.path[1:]) for p in found]
     raise DocumentInvalid(found, code=code)
+
+
+def upgraded(raw: Any) -> Any:
+    """A schema version 1 document in version 2's shapes, mapped as the event log's old
+    payloads are (``orchestrator.upcast``): integer priorities become words, a
+    ``{text, acceptance}`` spec the published spec, a phase's ``order`` its ``seq``.
+    Anything else is returned as it is, for ``validate`` to judge."""
+    if not isinstance(raw, dict) or raw.get("schema_version") != 1:
+        return raw
+    out = {**raw, "schema_version": 2}
+    entries, phases = raw.get("entries"), raw.get("phases")
+    if isinstance(entries, list):
+        out["entries"] = [_upgraded_entry(e) for e in entries]
+    if isinstance(phases, list):
+        out["phases"] = [_upgraded_phase(p) for p in phases]
+    return out
+
+
+def _upgraded_entry(entry: Any) -> Any:
+    if not isinstance(entry, dict):
+        return entry
+    out = dict(entry)
+    priority = out.get("priority")
+    if isinstance(priority, int) and not isinstance(priority, bool):
+        out["priority"] = upcast.word_of(priority)
+    spec = out.get("spec")
+    if isinstance(spec, dict) and set(spec) <= {"text", "acceptance"}:
+        out["spec"] = upcast.spec_of(spec)
+    return out
+
+
+def _upgraded_phase(phase: Any) -> Any:
+    if not isinstance(phase, dict) or "order" not in phase or "seq" in phase:
+        return phase
+    out = dict(phase)
+    out["seq"] = out.pop("order")
+    return out
 
 
 def _items(raw: Any, name: str) -> list[tuple[int, dict[str, Any]]]:
@@ -278,9 +318,10 @@ def _export_phase(phase: Phase, notes: list[MemoryNote]) -> DocumentPhase:
         id=phase.id,
         name=phase.name,
         description=phase.description,
-        order=phase.order,
+        seq=phase.seq,
         status=phase.status,
         phase_rounds=phase.phase_rounds,
+        container_id=phase.container_id,
         memory=[
             DocumentNote(text=n.text, sessionID=n.sessionID, created_at=n.created_at)
             for n in notes

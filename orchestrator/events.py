@@ -23,6 +23,7 @@ from orchestrator.model import (
     Usage,
 )
 from orchestrator.transfer import ImportJob, Snapshot
+from orchestrator.upcast import current
 
 __all__ = ["EpochMs", "Name", "SessionID", "Status", "Text"]
 
@@ -510,7 +511,13 @@ class StoredEvent(msgspec.Struct, frozen=True):
     def decode(self) -> Payload | None:
         """The typed payload, or None for a type this version does not know."""
         decoder = _DECODERS.get(self.type)
-        return None if decoder is None else decoder.decode(self.payload)
+        return None if decoder is None else decoder.decode(self.current_payload())
+
+    def current_payload(self) -> bytes:
+        """The payload JSON in today's shapes: a domain event recorded by an earlier version
+        is upcast (``orchestrator.upcast``); the log itself is never rewritten."""
+        raw = bytes(self.payload)
+        return current(raw) if self.type in DOMAIN_TYPES else raw
 
 
 class NewEvent(msgspec.Struct, frozen=True):

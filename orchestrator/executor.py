@@ -25,7 +25,7 @@ from orchestrator.events import (
 from orchestrator.model import ACTIVE, TRANSITIONS, Entry, ExecutorState, Plan
 from orchestrator.plan import Decision
 from orchestrator.results import Diagnostic, Reason
-from orchestrator.rules import bump, held_files, move, release, replace, unlock
+from orchestrator.rules import bump, dispatch_order, held_files, move, release, replace, unlock
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ def _reasons(
         reasons.append(
             Reason("phase_inactive", f"phase {phase.name!r} is {phase.status}", [phase.id])
         )
-    if locked := sorted(f for f in entry.files if f in reserved):
+    if locked := sorted(f for f in entry.locked_files() if f in reserved):
         holders = sorted({reserved[f] for f in locked})
         reasons.append(
             Reason("files_locked", f"files held by another worker: {', '.join(locked)}", holders)
@@ -191,16 +191,16 @@ def _reasons(
 
 
 def dispatch(plan: Plan, now: int, limits: Limits) -> tuple[list[Any], list[Diagnostic]]:
-    """One dispatch cycle over the pending entries, by priority (high first), then seq."""
+    """One dispatch cycle over the pending entries, by priority (critical first), then seq."""
     active = [e for e in plan.entries.values() if e.status in ACTIVE]
-    reserved = {f: e.id for e in active for f in e.files}
+    reserved = {f: e.id for e in active for f in e.locked_files()}
     reserved.update({lock.file: lock.entryID for lock in plan.locks.values()})
     slots = worker_slots(plan, limits) - len(active)
     exclusive = next((e.id for e in active if not e.parallelizable), None)
     spent = exceeded_caps(plan, now)
     pending = sorted(
         (e for e in plan.entries.values() if e.status == "pending"),
-        key=lambda e: (-e.priority, e.seq),
+        key=dispatch_order,
     )
     events: list[Any] = []
     diagnostics: list[Diagnostic] = []
@@ -217,7 +217,7 @@ def dispatch(plan: Plan, now: int, limits: Limits) -> tuple[list[Any], list[Diag
         dispatched = bump(entry, now, status="dispatched")
         events.append(EntryDispatched(entryID=entry.id, entries=[dispatched]))
         diagnostics.append(Diagnostic(entryID=entry.id, dispatched=True, reasons=[]))
-        reserved.update({f: entry.id for f in entry.files})
+        reserved.update({f: entry.id for f in entry.locked_files()})
         slots -= 1
         if not entry.parallelizable:
             exclusive = entry.id

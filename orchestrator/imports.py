@@ -107,9 +107,9 @@ def decide_import(plan: Plan, document: PlanDocument, job: ImportJob, now: int) 
         events.append(TodoUpdated(todo=todo))
     elif plan.todo is None:
         events.append(TodoUpdated(todo=todo))
-    base_order = max((p.order for p in plan.phases.values()), default=-1) + 1
+    base_seq = max((p.seq for p in plan.phases.values()), default=-1) + 1
     for i, (phase, ident) in enumerate(zip(document.phases, phase_ids, strict=True)):
-        events += _phase_events(phase, ident, base_order + i, now + i, now)
+        events += _phase_events(phase, ident, base_seq + i, now + i, now)
     for item, ident in zip(document.entries, entry_ids, strict=True):
         entry = _entry(item, ident, todo.next_seq, entry_map, phase_map, now)
         todo = replace(todo, next_seq=todo.next_seq + 1)
@@ -131,16 +131,17 @@ def decide_import(plan: Plan, document: PlanDocument, job: ImportJob, now: int) 
 
 
 def _phase_events(
-    given: DocumentPhase, ident: str, default_order: int, created_at: int, now: int
+    given: DocumentPhase, ident: str, default_seq: int, created_at: int, now: int
 ) -> list[Any]:
-    # Created a millisecond apart in document order, so phases of one ``order`` keep theirs.
+    # Created a millisecond apart in document order, so phases of one ``seq`` keep theirs.
     phase = Phase(
         id=ident,
         name=given.name,
         description=given.description,
-        order=given.order if given.order is not None else default_order,
+        seq=given.seq if given.seq is not None else default_seq,
         status=given.status,
         phase_rounds=given.phase_rounds,
+        container_id=given.container_id,
         created_at=created_at,
         updated_at=created_at,
     )

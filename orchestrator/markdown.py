@@ -1,6 +1,6 @@
 """The TODO document as a Markdown checklist, and back.
 
-    <!-- orchestrator-todo {"format":"orchestrator-todo","schema_version":1} -->
+    <!-- orchestrator-todo {"format":"orchestrator-todo","schema_version":2} -->
     # TODO
 
     The project context, as paragraphs.
@@ -10,13 +10,13 @@
     - cap_usd: 25.0
 
     ## Phase: Design
-    <!-- phase {"id":"phs_1","order":0,"status":"active"} -->
+    <!-- phase {"id":"phs_1","seq":0,"status":"active"} -->
 
     The phase's description.
 
     - [ ] Write the parser
-      <!-- entry {"id":"entry_1","priority":2} -->
-      > The spec's text, quoted.
+      <!-- entry {"id":"entry_1","priority":"high","spec":{"revision":1}} -->
+      > The spec's requirements, quoted.
       - an acceptance criterion
 
     ### Memory
@@ -29,11 +29,11 @@
     - [x] An entry of no phase, completed
 
 What the text shows is read from the text: an item's title is its content, a ticked box means
-completed, the section it is under is its phase, the quote is its spec and the bullets under
-it are its acceptance criteria. The HTML comments (hidden when rendered) carry the rest, and
-any value the text cannot show exactly (several lines, edge whitespace, control characters):
-a value in a comment wins over its rendering. A checklist written by hand, with no comments,
-imports too: boxes become entries (ids minted), ``## name`` sections become phases.
+completed, the section it is under is its phase, the quote is its spec's requirements and the
+bullets under it are its acceptance criteria. The HTML comments (hidden when rendered) carry
+the rest, and any value the text cannot show exactly (several lines, edge whitespace, control
+characters): a value in a comment wins over its rendering. A checklist written by hand, with no
+comments, imports too: boxes become entries (ids minted), ``## name`` sections become phases.
 """
 
 import re
@@ -146,22 +146,35 @@ def _render_entry(entry: DocumentEntry, number: int | None) -> list[str]:
     if entry.status in ("pending", "completed"):
         fields.pop("status", None)
     spec = entry.spec or Spec()
-    spec_shown = entry.spec is None or (
-        spec != Spec() and _quote_safe(spec.text) and all(map(_line_safe, spec.acceptance))
-    )
-    if spec_shown:
-        fields.pop("spec", None)
+    spec_shown = _quote_safe(spec.requirements) and all(map(_line_safe, spec.acceptance_criteria))
+    fields.pop("spec", None)
+    if entry.spec is not None:
+        fields["spec"] = _spec_rest(spec, spec_shown)
+        if not fields["spec"] and (spec.requirements or spec.acceptance_criteria):
+            fields.pop("spec")  # the quote and the bullets say it all
     if number is not None:
         fields["n"] = number
     lines = [f"- [{'x' if done else ' '}] {title}"]
     if fields:
         lines.append(INDENT + _comment("entry", fields))
-    if spec.text:
+    if spec.requirements:
         lines += [
-            f"{INDENT}> {line}" if line else f"{INDENT}>" for line in _lines(spec.text, spec_shown)
+            f"{INDENT}> {line}" if line else f"{INDENT}>"
+            for line in _lines(spec.requirements, spec_shown)
         ]
-    lines += [f"{INDENT}- {c if _line_safe(c) else _flat(c)}" for c in spec.acceptance]
+    lines += [f"{INDENT}- {c if _line_safe(c) else _flat(c)}" for c in spec.acceptance_criteria]
     return [*lines, ""]
+
+
+SHOWN_SPEC = ("requirements", "acceptance_criteria")
+_NO_SPEC = msgspec.to_builtins(Spec())
+
+
+def _spec_rest(spec: Spec, shown: bool) -> dict[str, Any]:
+    """What the comment must carry of the spec: the fields that are set, but not those the
+    quote (requirements) and bullets (acceptance criteria) show exactly."""
+    fields: dict[str, Any] = msgspec.to_builtins(spec)
+    return {k: v for k, v in fields.items() if v != _NO_SPEC[k] and not (shown and k in SHOWN_SPEC)}
 
 
 def _render_note(note: DocumentNote) -> list[str]:
@@ -398,8 +411,13 @@ def _entry(item: _Item, phase_ids: list[str]) -> dict[str, Any]:
         fields["status"] = "completed"
     elif fields.get("status", "completed") == "completed":
         fields.pop("status", None)
-    if "spec" not in fields and (item.quote or item.bullets):
-        fields["spec"] = {"text": "\n".join(item.quote), "acceptance": item.bullets}
+    spec = fields.get("spec")
+    shown = {"requirements": "\n".join(item.quote), "acceptance_criteria": item.bullets}
+    if spec is None and (item.quote or item.bullets):
+        fields["spec"] = shown
+    elif isinstance(spec, dict) and not {"text", "acceptance"} & set(spec):
+        # (A version 1 spec in the comment is mapped whole, by ``documents.upgraded``.)
+        fields["spec"] = {**shown, **spec}
     if item.phase is not None:
         fields["phase_id"] = phase_ids[item.phase]
     return fields

@@ -13,8 +13,13 @@ from orchestrator.fields import Name, Text
 
 Money = Annotated[float, msgspec.Meta(ge=0, le=1e9)]
 Count = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
-Priority = Annotated[int, msgspec.Meta(ge=-1000, le=1000)]
 FilePath = Annotated[str, msgspec.Meta(min_length=1, max_length=1024)]
+FileList = Annotated[list[FilePath], msgspec.Meta(max_length=256)]
+
+# The product's published priorities; the executor dispatches the most urgent first.
+Priority = Literal["low", "medium", "high", "critical"]
+PRIORITIES: Final[tuple[Priority, ...]] = ("critical", "high", "medium", "low")
+URGENCY: Final[dict[str, int]] = {p: rank for rank, p in enumerate(PRIORITIES)}
 
 EntryStatus = Literal[
     "pending",
@@ -50,13 +55,29 @@ TERMINAL: Final = frozenset(s for s, targets in TRANSITIONS.items() if not targe
 ACTIVE: Final = frozenset({"dispatched", "in_progress", "awaiting_input", "verifying"})
 
 
-class Spec(msgspec.Struct, kw_only=True, frozen=True):
-    """What the entry must achieve: free text, and acceptance criteria that verify checks."""
+class SpecFields(msgspec.Struct, kw_only=True, frozen=True):
+    """What a spec's author writes: the published spec less what the server owns."""
 
-    text: Text = ""
-    acceptance: Annotated[list[Text], msgspec.Meta(max_length=64)] = msgspec.field(
+    requirements: Text = ""
+    acceptance_criteria: Annotated[list[Text], msgspec.Meta(max_length=64)] = msgspec.field(
         default_factory=list
     )
+    files_to_create: FileList = msgspec.field(default_factory=list)
+    files_to_modify: FileList = msgspec.field(default_factory=list)
+    patterns: Text = ""
+    api_contract: Text = ""
+    examples: Text = ""
+    integration_points: Text = ""
+    authored_by: Name | None = None
+
+
+class Spec(SpecFields, kw_only=True, frozen=True):
+    """What the entry must achieve (the product's published spec): verify checks its
+    ``acceptance_criteria``; ``last_edited`` and ``revision`` (the number of edits) are the
+    server's."""
+
+    last_edited: int | None = None
+    revision: int = 0
 
 
 class Check(msgspec.Struct, kw_only=True, frozen=True):
@@ -75,7 +96,7 @@ class Entry(msgspec.Struct, kw_only=True, frozen=True):
     spec: Spec = Spec()
     spec_frozen: bool = False
     status: EntryStatus = "pending"
-    priority: int = 0
+    priority: Priority = "medium"
     depends_on: list[str] = msgspec.field(default_factory=list)
     children: list[str] = msgspec.field(default_factory=list)
     parallelizable: bool = True
@@ -98,6 +119,10 @@ class Entry(msgspec.Struct, kw_only=True, frozen=True):
     created_at: int
     updated_at: int
     version: int = 1
+
+    def locked_files(self) -> list[str]:
+        """The files a worker on this entry locks: its own and those its spec names."""
+        return sorted({*self.files, *self.spec.files_to_create, *self.spec.files_to_modify})
 
 
 class TodoMeta(msgspec.Struct, kw_only=True, frozen=True):
@@ -132,10 +157,11 @@ class Phase(msgspec.Struct, kw_only=True, frozen=True):
     id: str
     name: Name
     description: Text = ""
-    order: int
+    seq: int  # the phase's place in the plan, 0-based: the list is in seq order
     status: PhaseStatus = "pending"
     phase_rounds: int | None = None  # verify rounds the phase may take; None: unbounded
     rounds_completed: int = 0
+    container_id: str | None = None  # the container the phase's work runs in
     session_id: str | None = None  # the orchestrator session that drives the phase
     memory_count: int = 0
     verification: Verification | None = None
@@ -221,7 +247,7 @@ class Plan(msgspec.Struct, kw_only=True):
         return sorted(self.entries.values(), key=lambda e: e.seq)
 
     def ordered_phases(self) -> list[Phase]:
-        return sorted(self.phases.values(), key=lambda p: (p.order, p.created_at, p.id))
+        return sorted(self.phases.values(), key=lambda p: (p.seq, p.created_at, p.id))
 
     def lease_of(self, session_id: str) -> Lease | None:
         return next(

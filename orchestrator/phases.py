@@ -34,6 +34,7 @@ from orchestrator.model import (
 from orchestrator.plan import Decision
 from orchestrator.rules import check_version, phase_of, replace
 
+PhaseSeq = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
 PromptText = Annotated[str, msgspec.Meta(min_length=1, max_length=65_536)]
 
 
@@ -41,18 +42,20 @@ class PhaseInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     id: EntityID | None = None
     name: Name
     description: Text = ""
-    order: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    seq: PhaseSeq | None = None  # default: after the last phase
     status: PhaseStatus = "pending"
     phase_rounds: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    container_id: Name | None = None
     session_id: SessionID | None = None
 
 
 class PhasePatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     name: Name | None = None
     description: Text | None = None
-    order: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    seq: PhaseSeq | None = None
     status: PhaseStatus | None = None
     phase_rounds: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+    container_id: Name | None = None
     session_id: SessionID | None = None
     version: int | None = None
 
@@ -73,20 +76,26 @@ class PromptInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     phaseID: EntityID | None = None
 
 
+def next_seq(plan: Plan) -> int:
+    """The seq of a phase added last: 0 for the first."""
+    return max((p.seq for p in plan.phases.values()), default=-1) + 1
+
+
 def decide_create(plan: Plan, given: PhaseInput, now: int) -> Decision:
     phase_id = given.id or mint("phs")
     if phase_id in plan.phases:
         raise Conflict(f"phase {phase_id} already exists", {"phaseID": phase_id}, "PHASE_EXISTS")
-    order = given.order
-    if order is None:
-        order = max((p.order for p in plan.phases.values()), default=-1) + 1
+    seq = given.seq
+    if seq is None:
+        seq = next_seq(plan)
     phase = Phase(
         id=phase_id,
         name=given.name,
         description=given.description,
-        order=order,
+        seq=seq,
         status=given.status,
         phase_rounds=given.phase_rounds,
+        container_id=given.container_id,
         session_id=given.session_id,
         created_at=now,
         updated_at=now,
@@ -115,7 +124,7 @@ def _status_events(plan: Plan, phase: Phase, to: str, now: int, reason: str) -> 
     ]
     if to == "completed":
         after = [p for p in plan.ordered_phases() if p.id != phase.id and p.status == "pending"]
-        later = [p for p in after if (p.order, p.created_at) >= (phase.order, phase.created_at)]
+        later = [p for p in after if (p.seq, p.created_at) >= (phase.seq, phase.created_at)]
         if later and not any(
             p.status == "active" and p.id != phase.id for p in plan.phases.values()
         ):
@@ -138,7 +147,7 @@ def decide_update(plan: Plan, phase_id: str, given: PhasePatch, now: int) -> Dec
     check_version("phase", phase.version, given.version, phase_id)
     fields = {
         k: getattr(given, k)
-        for k in ("name", "description", "order", "phase_rounds", "session_id")
+        for k in ("name", "description", "seq", "phase_rounds", "container_id", "session_id")
         if getattr(given, k) is not None
     }
     events: list[Any] = []
@@ -156,13 +165,14 @@ def _latest(events: list[Any], phase: Phase) -> Phase:
 
 
 def verdict(entry: Entry) -> EntryVerdict:
-    """PASS when the entry completed and its worker reported every acceptance criterion met."""
+    """PASS when the entry completed and its worker reported every one of its spec's
+    ``acceptance_criteria`` met."""
     reasons: list[str] = []
     if entry.status != "completed":
         reasons.append(f"status is {entry.status}, not completed")
     met = {c.criterion for c in entry.report if c.passed}
     failed = {c.criterion for c in entry.report if not c.passed}
-    for criterion in entry.spec.acceptance:
+    for criterion in entry.spec.acceptance_criteria:
         if criterion in failed:
             reasons.append(f"criterion failed: {criterion}")
         elif criterion not in met:

@@ -14,10 +14,16 @@ from orchestrator.events import (
     LocksReleased,
     PlanDelta,
 )
-from orchestrator.model import ACTIVE, TRANSITIONS, Entry, Lease, Phase, Plan
+from orchestrator.model import ACTIVE, TRANSITIONS, URGENCY, Entry, Lease, Phase, Plan
 
 replace = msgspec.structs.replace
 Outcome = Literal["completed", "failed", "stopped", "revoked"]
+
+
+def dispatch_order(entry: Entry) -> tuple[int, int]:
+    """The executor's order: the most urgent priority first (critical, high, medium, low),
+    then the TODO's order (seq)."""
+    return URGENCY[entry.priority], entry.seq
 
 
 def entry_of(plan: Plan, entry_id: str) -> Entry:

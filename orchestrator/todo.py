@@ -22,7 +22,7 @@ from orchestrator.events import (
     SpecUpdated,
     TodoUpdated,
 )
-from orchestrator.fields import EntityID, Name, Text
+from orchestrator.fields import EntityID, Name
 from orchestrator.ids import mint
 from orchestrator.model import (
     ACTIVE,
@@ -35,6 +35,7 @@ from orchestrator.model import (
     Plan,
     Priority,
     Spec,
+    SpecFields,
     TodoMeta,
 )
 from orchestrator.plan import Decision
@@ -44,6 +45,29 @@ MAX_ENTRIES_PER_REQUEST = 500
 IdList = Annotated[list[EntityID], msgspec.Meta(max_length=256)]
 
 
+class SpecDraft(SpecFields, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The published spec object as a client sends it. ``last_edited`` and ``revision`` are
+    the server's: taken (a client may send back the spec it read), and ignored."""
+
+    last_edited: int | None = None
+    revision: int | None = None
+
+
+class SpecInput(SpecDraft, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    version: int | None = None  # the entry's, as with every entry write
+
+
+def written_spec(given: SpecFields, author: str | None, revision: int, now: int) -> Spec:
+    """The spec as stored after an edit: the author's fields, stamped by the server."""
+    fields = {f: getattr(given, f) for f in SpecFields.__struct_fields__}
+    fields["authored_by"] = given.authored_by or author
+    return Spec(**fields, last_edited=now, revision=revision)
+
+
+def _content(spec: SpecFields) -> tuple[Any, ...]:
+    return tuple(getattr(spec, f) for f in SpecFields.__struct_fields__ if f != "authored_by")
+
+
 class EntryInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """A new entry. ``id`` may be given (import, or entries that depend on each other in one
     request); otherwise one is minted."""
@@ -51,8 +75,9 @@ class EntryInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froze
     id: EntityID | None = None
     type: Name = "task"
     content: Annotated[str, msgspec.Meta(min_length=1, max_length=16_384)]
-    spec: Spec = Spec()
-    priority: Priority = 0
+    spec: SpecDraft | None = None
+    spec_frozen: bool = False
+    priority: Priority = "medium"
     depends_on: IdList = msgspec.field(default_factory=list)
     children: IdList = msgspec.field(default_factory=list)
     parallelizable: bool = True
@@ -85,14 +110,6 @@ class RoundsInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
 
 class PriorityInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     priority: Priority
-    version: int | None = None
-
-
-class SpecInput(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    text: Text = ""
-    acceptance: Annotated[list[Text], msgspec.Meta(max_length=64)] = msgspec.field(
-        default_factory=list
-    )
     version: int | None = None
 
 
@@ -185,7 +202,10 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str]:
     return []
 
 
-def decide_create(plan: Plan, given: list[EntryInput], now: int) -> Decision:
+def decide_create(
+    plan: Plan, given: list[EntryInput], now: int, author: str | None = None
+) -> Decision:
+    """``author`` (the token's name) signs the specs that name no ``authored_by``."""
     ids = [item.id or mint("entry") for item in given]
     taken = [i for i in ids if i in plan.entries]
     repeated = sorted({i for i in ids if ids.count(i) > 1})
@@ -205,7 +225,8 @@ def decide_create(plan: Plan, given: list[EntryInput], now: int) -> Decision:
             seq=todo.next_seq,
             type=item.type,
             content=item.content,
-            spec=item.spec,
+            spec=Spec() if item.spec is None else written_spec(item.spec, author, 1, now),
+            spec_frozen=item.spec_frozen,
             priority=item.priority,
             depends_on=list(item.depends_on),
             children=list(item.children),
@@ -317,7 +338,11 @@ def decide_priority(plan: Plan, entry_id: str, given: PriorityInput, now: int) -
     )
 
 
-def decide_spec(plan: Plan, entry_id: str, given: SpecInput, now: int) -> Decision:
+def decide_spec(
+    plan: Plan, entry_id: str, given: SpecInput, now: int, author: str | None = None
+) -> Decision:
+    """Replace the spec; each change counts one ``revision``. A spec sent again unchanged
+    (a retry, or a read sent back) changes nothing and appends nothing."""
     entry = entry_of(plan, entry_id)
     check_version("entry", entry.version, given.version, entry_id)
     if entry.spec_frozen:
@@ -326,7 +351,10 @@ def decide_spec(plan: Plan, entry_id: str, given: SpecInput, now: int) -> Decisi
             {"entryID": entry_id},
             code="SPEC_FROZEN",
         )
-    changed = bump(entry, now, spec=Spec(text=given.text, acceptance=list(given.acceptance)))
+    spec = written_spec(given, author, entry.spec.revision + 1, now)
+    if _content(spec) == _content(entry.spec) and spec.authored_by == entry.spec.authored_by:
+        return Decision([], r.EntryBody(entry=entry))
+    changed = bump(entry, now, spec=spec)
     return Decision([SpecUpdated(entryID=entry_id, entries=[changed])], r.EntryBody(entry=changed))
 
 

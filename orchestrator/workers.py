@@ -22,7 +22,7 @@ from orchestrator.executor import Limits, retry_or_fail
 from orchestrator.ids import mint
 from orchestrator.model import Check, FileLock, Lease, Plan
 from orchestrator.plan import Decision
-from orchestrator.rules import bump, entry_of, lease_of, move, replace
+from orchestrator.rules import bump, dispatch_order, entry_of, lease_of, move, replace
 
 
 class ClaimInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -55,10 +55,10 @@ def decide_claim(plan: Plan, session_id: str, now: int, limits: Limits) -> Decis
     leased = {x.entryID for x in plan.leases.values()}
     candidates = sorted(
         (e for e in plan.entries.values() if e.status == "dispatched" and e.id not in leased),
-        key=lambda e: (-e.priority, e.seq),
+        key=dispatch_order,
     )
     for entry in candidates:
-        if any(f in plan.locks for f in entry.files):
+        if any(f in plan.locks for f in entry.locked_files()):
             continue  # a file is held by another lease (changed by hand since dispatch)
         lease = Lease(
             id=mint("lease"),
@@ -67,7 +67,7 @@ def decide_claim(plan: Plan, session_id: str, now: int, limits: Limits) -> Decis
             granted_at=now,
             renewed_at=now,
             expires_at=now + limits.lease_ms,
-            files=list(entry.files),
+            files=entry.locked_files(),
         )
         locks = [_lock(lease, f) for f in lease.files]
         sessions = entry.session_ids + ([session_id] if session_id not in entry.session_ids else [])

@@ -20,11 +20,24 @@ EntryStatus = Literal[
     "cancelled",
 ]
 PhaseStatus = Literal["pending", "active", "completed", "failed"]
+Priority = Literal["low", "medium", "high", "critical"]
 
 
 class SpecInput(TypedDict, total=False):
-    text: str
-    acceptance: list[str]
+    """The published spec object; the service sets ``last_edited`` and ``revision`` (those
+    sent are ignored), and ``authored_by`` defaults to the token's name."""
+
+    requirements: str
+    acceptance_criteria: list[str]
+    files_to_create: list[str]
+    files_to_modify: list[str]
+    patterns: str
+    api_contract: str
+    examples: str
+    integration_points: str
+    authored_by: str
+    last_edited: int | None
+    revision: int
 
 
 class EntryInput(TypedDict, total=False):
@@ -34,7 +47,8 @@ class EntryInput(TypedDict, total=False):
     id: str  # given ids let entries of one request depend on each other
     type: str
     spec: SpecInput
-    priority: int
+    spec_frozen: bool
+    priority: Priority  # default "medium"
     depends_on: list[str]
     children: list[str]
     parallelizable: bool

@@ -12,7 +12,7 @@ P = "/phases/{phaseID}"
 class PhaseOperations:
     @operation("GET", "/phases")
     def list_phases(self) -> Call[r.Phases]:
-        """Phases by order."""
+        """Phases by seq."""
         return Call(read=decoded(r.Phases))
 
     @operation("POST", "/phases")
@@ -22,9 +22,10 @@ class PhaseOperations:
         *,
         phase_id: str | None = None,
         description: str | None = None,
-        order: int | None = None,
+        seq: int | None = None,
         status: PhaseStatus | None = None,
         phase_rounds: int | None = None,
+        container_id: str | None = None,
         session_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> Call[r.PhaseBody]:
@@ -32,9 +33,10 @@ class PhaseOperations:
             id=phase_id,
             name=name,
             description=description,
-            order=order,
+            seq=seq,
             status=status,
             phase_rounds=phase_rounds,
+            container_id=container_id,
             session_id=session_id,
         )
         return Call(read=decoded(r.PhaseBody), body=body, idempotency_key=idempotency_key)
@@ -50,9 +52,10 @@ class PhaseOperations:
         *,
         name: str | None = None,
         description: str | None = None,
-        order: int | None = None,
+        seq: int | None = None,
         status: PhaseStatus | None = None,
         phase_rounds: int | None = None,
+        container_id: str | None = None,
         session_id: str | None = None,
         version: int | None = None,
         idempotency_key: str | None = None,
@@ -61,9 +64,10 @@ class PhaseOperations:
         body = fields(
             name=name,
             description=description,
-            order=order,
+            seq=seq,
             status=status,
             phase_rounds=phase_rounds,
+            container_id=container_id,
             session_id=session_id,
             version=version,
         )

@@ -172,7 +172,7 @@ STATUS_MARKS = {
 
 
 def todo_tree(todo: r.TodoDocument, paint: Painter) -> str:
-    """The plan: phases by order, each with its entries as a tree by ``children``; the
+    """The plan: phases by seq, each with its entries as a tree by ``children``; the
     entries of no phase last. An entry's dependencies are on the line below it."""
     entries = {e.id: e for e in todo.entries}
     nested = {child for e in todo.entries for child in e.children if child in entries}
@@ -216,8 +216,10 @@ def _branches(
 def _entry_line(entry: Entry, paint: Painter) -> str:
     mark = STATUS_MARKS.get(entry.status, " ")
     who = f"  ({entry.assigned_to})" if entry.assigned_to else ""
+    # The default priority goes without saying; the others are worth a glance.
+    urgency = "" if entry.priority == "medium" else f" {paint(entry.priority, 'bold')}"
     return (
-        f"[{mark}] {paint.status(entry.status)} {paint(entry.id, 'dim')}  "
+        f"[{mark}] {paint.status(entry.status)}{urgency} {paint(entry.id, 'dim')}  "
         f"{clip(entry.content, 80)}{who}"
     )
 

@@ -3,7 +3,7 @@
 from collections.abc import Sequence
 
 from orchestrator import results as r
-from orchestrator_sdk.inputs import EntryInput, EntryStatus
+from orchestrator_sdk.inputs import EntryInput, EntryStatus, Priority, SpecInput
 from orchestrator_sdk.operations import Call, decoded, fields, operation
 
 E = "/todo/entries/{entryID}"
@@ -23,7 +23,7 @@ def _entry(
 class TodoOperations:
     @operation("GET", "/todo")
     def get_todo(self) -> Call[r.TodoDocument]:
-        """The TODO: entries by seq, phases by order."""
+        """The TODO: entries by seq, phases by seq."""
         return Call(read=decoded(r.TodoDocument))
 
     @operation("PATCH", "/todo")
@@ -96,12 +96,13 @@ class TodoOperations:
     def set_entry_priority(
         self,
         entry_id: str,
-        priority: int,
+        priority: Priority,
         *,
         version: int | None = None,
         idempotency_key: str | None = None,
     ) -> Call[r.EntryBody]:
-        """Set the priority (-1000 to 1000; higher is dispatched first)."""
+        """Set the priority: ``low``, ``medium``, ``high`` or ``critical`` (dispatched
+        first)."""
         return _entry(entry_id, fields(priority=priority, version=version), idempotency_key)
 
     @operation("PATCH", f"{E}/budget")
@@ -132,14 +133,14 @@ class TodoOperations:
     def put_entry_spec(
         self,
         entry_id: str,
-        text: str = "",
-        acceptance: Sequence[str] = (),
+        spec: SpecInput,
         *,
         version: int | None = None,
         idempotency_key: str | None = None,
     ) -> Call[r.EntryBody]:
-        """Replace the spec (409 ``SPEC_FROZEN`` once frozen)."""
-        body = {"text": text, "acceptance": list(acceptance), **fields(version=version)}
+        """Replace the spec: what is not given is empty; each change counts one
+        ``revision`` (409 ``SPEC_FROZEN`` once frozen)."""
+        body = {**spec, **fields(version=version)}
         return _entry(entry_id, body, idempotency_key)
 
     @operation("POST", f"{E}/spec/freeze")

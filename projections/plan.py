@@ -31,6 +31,7 @@ from orchestrator.model import (
     Usage,
 )
 from orchestrator.replies import as_bytes, as_str
+from orchestrator.upcast import current
 from projections.base import Command
 
 _encode = msgspec.json.encode
@@ -64,7 +65,7 @@ class PlanProjection:
             frame = b'{"seq":%d,"type":"%s","payload":%s}' % (
                 event.seq,
                 event.type.encode(),
-                bytes(event.payload),
+                event.current_payload(),
             )
             writes.append(("ZADD", keys.todo_events, event.seq, frame))
             # Keep the newest TODO_EVENTS_KEPT: the TODO's log must not grow without bound.
@@ -127,8 +128,9 @@ def _delta_writes(keys: WorkspaceKeys, delta: PlanDelta) -> list[Command]:
 
 
 def _decode_all(raw: dict[Any, Any], type_: type[Any]) -> dict[str, Any]:
+    # A read model built by an earlier version holds its shapes until it is rebuilt.
     decoder = msgspec.json.Decoder(type_)
-    return {as_str(k): decoder.decode(v) for k, v in raw.items()}
+    return {as_str(k): decoder.decode(current(as_bytes(v))) for k, v in raw.items()}
 
 
 async def read_plan(redis: Redis, workspace_id: str) -> Plan:
@@ -173,4 +175,4 @@ async def read_todo_events(
     """The TODO's own events with seq > ``after_seq``, as ``{seq,type,payload}`` JSON."""
     key = WorkspaceKeys(workspace_id).todo_events
     raw = await redis.zrangebyscore(key, f"({after_seq}", "+inf", start=0, num=limit)
-    return [as_bytes(r) for r in raw]
+    return [current(as_bytes(r)) for r in raw]

@@ -51,14 +51,14 @@ def seed(api: httpx.Client, workspace: str, tag: str) -> Seeded:
         "phase"
     ]["id"]
     _ok(api.post(f"/phases/{phase}/memory", json={"notes": [{"text": f"{tag}-memory"}]}), 201)
-    spec = {"text": f"{tag}-spec", "acceptance": ["it works"]}
+    spec = {"requirements": f"{tag}-spec", "acceptance_criteria": ["it works"]}
     made = _ok(
         api.post(
             "/todo/entries",
             json={
                 "entries": [
                     {"content": f"{tag}-content", "files": [file], "phase_id": phase, "spec": spec},
-                    {"content": f"{tag}-content", "priority": 5, "budget_usd": 10},
+                    {"content": f"{tag}-content", "priority": "high", "budget_usd": 10},
                 ]
             },
         ),

@@ -264,9 +264,42 @@ def test_files_held_by_another_worker_hold_an_entry_back(api: httpx.Client) -> N
     assert force(api)["dispatched"] == [b]
 
 
+def test_the_files_an_entry_locks_include_those_its_spec_names(api: httpx.Client) -> None:
+    spec = {"files_to_create": ["src/new.py"], "files_to_modify": ["setup.cfg"]}
+    a, b, c = create(
+        api,
+        task(files=["src/x.py"], spec=spec),
+        task(files=["src/new.py"]),  # created by a's spec
+        task(spec={"files_to_modify": ["setup.cfg"]}),
+    )
+    report = force(api)
+    assert report["dispatched"] == [a]
+    assert reasons(report, b)["files_locked"]["ids"] == [a]
+    assert reasons(report, c)["files_locked"]["ids"] == [a]
+
+    lease = claim(api, "w1")["lease"]
+    assert lease["entryID"] == a
+    locks = api.get("/executor/locks").json()["locks"]
+    assert sorted(x["file"] for x in locks) == ["setup.cfg", "src/new.py", "src/x.py"]
+    assert {x["entryID"] for x in locks} == {a}
+
+
+def test_priority_words_dispatch_critical_first_then_by_seq(api: httpx.Client) -> None:
+    assert caps(api, max_workers=1)["usage"]["max_workers"] == 1
+    words = ["low", "medium", "high", "critical", "high", "medium"]
+    ids = create(api, *(task(priority=w) for w in words))
+    order = []
+    for _ in ids:
+        [dispatched] = force(api)["dispatched"]
+        order.append(dispatched)
+        lease = claim(api, "w1")["lease"]
+        assert lease_call(api, lease["id"], "complete").status_code == 200
+    assert order == [ids[3], ids[2], ids[4], ids[1], ids[5], ids[0]]
+
+
 def test_a_full_house_of_workers_holds_entries_back(api: httpx.Client) -> None:
     assert caps(api, max_workers=1)["usage"]["max_workers"] == 1
-    low, high = create(api, task(priority=1), task(priority=5))
+    low, high = create(api, task(priority="medium"), task(priority="critical"))
     report = force(api)
     assert report["dispatched"] == [high]  # by priority first
     assert list(reasons(report, low)) == ["no_worker_slot"]
@@ -290,7 +323,7 @@ def test_a_spent_global_cap_holds_every_entry_back(api: httpx.Client) -> None:
 
 
 def test_a_non_parallelizable_entry_runs_alone(api: httpx.Client) -> None:
-    a, solo = create(api, task(priority=1), task(parallelizable=False))
+    a, solo = create(api, task(priority="high"), task(parallelizable=False))
     report = force(api)
     assert report["dispatched"] == [a]
     assert list(reasons(report, solo)) == ["not_parallelizable"]
@@ -368,7 +401,7 @@ def test_claim_leases_the_next_dispatched_entry(api: httpx.Client) -> None:
     nothing = api.post("/executor/claim", json={"sessionID": "w1"})
     assert (nothing.status_code, nothing.content) == (204, b"")
 
-    a, b = create(api, task(files=["m.py"]), task(priority=2))
+    a, b = create(api, task(files=["m.py"]), task(priority="high"))
     force(api)
     first = claim(api, "w1")
     assert list(first) == ["lease", "entry"]

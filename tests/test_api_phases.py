@@ -34,6 +34,10 @@ def get_phase(api: httpx.Client, phase_id: str) -> dict[str, Any]:
     return phase
 
 
+def criteria(*given: str) -> dict[str, Any]:
+    return {"acceptance_criteria": list(given)}
+
+
 def patch_phase(api: httpx.Client, phase_id: str, **fields: Any) -> dict[str, Any]:
     response = api.patch(f"/phases/{phase_id}", json=fields)
     assert response.status_code == 200, response.text
@@ -100,10 +104,11 @@ def test_a_created_phase_has_every_field(api: httpx.Client) -> None:
     assert {k: v for k, v in phase.items() if k not in ("id", "created_at", "updated_at")} == {
         "name": "Design",
         "description": "Settle the API",
-        "order": 0,
+        "seq": 0,
         "status": "pending",
         "phase_rounds": 3,
         "rounds_completed": 0,
+        "container_id": None,
         "session_id": None,
         "memory_count": 0,
         "verification": None,
@@ -118,11 +123,11 @@ def test_a_created_phase_has_every_field(api: httpx.Client) -> None:
 
 
 def test_phases_are_listed_in_order(api: httpx.Client) -> None:
-    build = add_phase(api, id="build", name="Build")  # order 0
-    ship = add_phase(api, id="ship", name="Ship", order=10)
-    test = add_phase(api, id="test", name="Test", order=5)
-    later = add_phase(api, id="later", name="Later")  # after the highest order
-    assert later["order"] == 11
+    build = add_phase(api, id="build", name="Build")  # seq 0
+    ship = add_phase(api, id="ship", name="Ship", seq=10)
+    test = add_phase(api, id="test", name="Test", seq=5)
+    later = add_phase(api, id="later", name="Later")  # after the highest seq
+    assert later["seq"] == 11
     listed = api.get("/phases").json()["phases"]
     assert [p["id"] for p in listed] == ["build", "test", "ship", "later"]
     assert listed == [build, test, ship, later]
@@ -146,7 +151,9 @@ def test_a_phase_id_is_taken_once(api: httpx.Client) -> None:
         (b'{"name": ""}', 422, "VALIDATION_FAILED", "$.name"),
         (b'{"name": "P", "status": "done"}', 422, "VALIDATION_FAILED", "$.status"),
         (b'{"name": "P", "phase_rounds": 0}', 422, "VALIDATION_FAILED", "$.phase_rounds"),
-        (b'{"name": "P", "order": -1}', 422, "VALIDATION_FAILED", "$.order"),
+        (b'{"name": "P", "seq": -1}', 422, "VALIDATION_FAILED", "$.seq"),
+        (b'{"name": "P", "order": 0}', 422, "VALIDATION_FAILED", "order"),
+        (b'{"name": "P", "container_id": ""}', 422, "VALIDATION_FAILED", "$.container_id"),
         (b'{"name": "P", "session_id": "a b"}', 422, "VALIDATION_FAILED", "$.session_id"),
         (b'{"name": "P", "id": "a/b"}', 422, "VALIDATION_FAILED", "$.id"),
         (b'{"name": "P", "colour": "red"}', 422, "VALIDATION_FAILED", "colour"),
@@ -185,11 +192,14 @@ def test_an_unknown_phase_is_404_and_a_bad_id_400(
 
 def test_patching_a_phase_changes_only_what_is_given(api: httpx.Client) -> None:
     phase = add_phase(api, id="p", name="Draft", description="d", phase_rounds=2)
-    changed = patch_phase(api, "p", name="Build", order=7, session_id="lead-1", phase_rounds=4)
+    changed = patch_phase(
+        api, "p", name="Build", seq=7, session_id="lead-1", phase_rounds=4, container_id="ctr_1"
+    )
     assert changed == {
         **phase,
         "name": "Build",
-        "order": 7,
+        "seq": 7,
+        "container_id": "ctr_1",
         "session_id": "lead-1",
         "phase_rounds": 4,
         "version": 2,
@@ -275,10 +285,10 @@ def test_phase_status_moves_exactly_as_the_table_says(api: httpx.Client, start: 
 
 
 def test_completing_a_phase_activates_the_next_pending_one(api: httpx.Client) -> None:
-    add_phase(api, id="early", name="Early", order=0)
-    add_phase(api, id="a", name="A", order=1, status="active")
-    add_phase(api, id="b", name="B", order=2)
-    add_phase(api, id="c", name="C", order=3)
+    add_phase(api, id="early", name="Early", seq=0)
+    add_phase(api, id="a", name="A", seq=1, status="active")
+    add_phase(api, id="b", name="B", seq=2)
+    add_phase(api, id="c", name="C", seq=3)
     patch_phase(api, "a", status="completed")
     assert statuses(api) == {"early": "pending", "a": "completed", "b": "active", "c": "pending"}
     done, started = logged(api)[-2:]
@@ -304,9 +314,9 @@ def test_completing_a_phase_activates_the_next_pending_one(api: httpx.Client) ->
 
 
 def test_completing_a_phase_starts_none_while_another_is_active(api: httpx.Client) -> None:
-    add_phase(api, id="a", order=0, status="active")
-    add_phase(api, id="b", order=1, status="active")
-    add_phase(api, id="c", order=2)
+    add_phase(api, id="a", seq=0, status="active")
+    add_phase(api, id="b", seq=1, status="active")
+    add_phase(api, id="c", seq=2)
     patch_phase(api, "a", status="completed")
     assert statuses(api) == {"a": "completed", "b": "active", "c": "pending"}
     patch_phase(api, "b", status="completed")
@@ -321,9 +331,24 @@ def test_verify_records_pass_or_fail_per_entry(api: httpx.Client) -> None:
     add_phase(api, id="other", name="Other")
     add_entries(
         api,
-        {"id": "ok", "content": "c", "phase_id": "p", "spec": {"acceptance": ["tests", "docs"]}},
-        {"id": "broke", "content": "c", "phase_id": "p", "spec": {"acceptance": ["tests"]}},
-        {"id": "partial", "content": "c", "phase_id": "p", "spec": {"acceptance": ["a", "b"]}},
+        {
+            "id": "ok",
+            "content": "c",
+            "phase_id": "p",
+            "spec": {"acceptance_criteria": ["tests", "docs"]},
+        },
+        {
+            "id": "broke",
+            "content": "c",
+            "phase_id": "p",
+            "spec": {"acceptance_criteria": ["tests"]},
+        },
+        {
+            "id": "partial",
+            "content": "c",
+            "phase_id": "p",
+            "spec": {"acceptance_criteria": ["a", "b"]},
+        },
         {"id": "by-hand", "content": "c", "phase_id": "p"},
         {"id": "waiting", "content": "c", "phase_id": "p"},
         {"id": "dropped", "content": "c", "phase_id": "p"},
@@ -390,7 +415,7 @@ def test_a_passing_verify_completes_the_phase_and_starts_the_next(api: httpx.Cli
     add_phase(api, id="next", name="Ship")
     add_entries(
         api,
-        {"id": "e1", "content": "c", "phase_id": "p", "spec": {"acceptance": ["green"]}},
+        {"id": "e1", "content": "c", "phase_id": "p", "spec": {"acceptance_criteria": ["green"]}},
         {"id": "e2", "content": "c", "phase_id": "p"},
     )
     work(api, "e1", "w1", passed("green"))

@@ -130,10 +130,22 @@ def test_created_entries_have_every_field_and_defaults(api: httpx.Client) -> Non
     assert defaults == {
         "type": "task",
         "content": "Plan it",
-        "spec": {"text": "", "acceptance": []},
+        "spec": {
+            "requirements": "",
+            "acceptance_criteria": [],
+            "files_to_create": [],
+            "files_to_modify": [],
+            "patterns": "",
+            "api_contract": "",
+            "examples": "",
+            "integration_points": "",
+            "authored_by": None,
+            "last_edited": None,
+            "revision": 0,
+        },
         "spec_frozen": False,
         "status": "pending",
-        "priority": 0,
+        "priority": "medium",
         "depends_on": [],
         "children": [],
         "parallelizable": True,
@@ -172,8 +184,8 @@ def test_every_given_field_is_kept(api: httpx.Client) -> None:
             "id": "e1",
             "type": "bugfix",
             "content": "Fix the flaky test",
-            "spec": {"text": "no flakes", "acceptance": ["100 green runs"]},
-            "priority": -7,
+            "spec": {"requirements": "no flakes", "acceptance_criteria": ["100 green runs"]},
+            "priority": "low",
             "parallelizable": False,
             "parallel_group": "tests",
             "files": ["b.py", "a.py", "b.py"],
@@ -182,10 +194,12 @@ def test_every_given_field_is_kept(api: httpx.Client) -> None:
             "created_by": "planner",
         },
     )
-    assert {k: entry[k] for k in ("type", "spec", "priority", "parallel_group", "files")} == {
+    spec = entry["spec"]
+    assert (spec["requirements"], spec["acceptance_criteria"]) == ("no flakes", ["100 green runs"])
+    assert (spec["revision"], spec["last_edited"]) == (1, entry["created_at"])
+    assert {k: entry[k] for k in ("type", "priority", "parallel_group", "files")} == {
         "type": "bugfix",
-        "spec": {"text": "no flakes", "acceptance": ["100 green runs"]},
-        "priority": -7,
+        "priority": "low",
         "parallel_group": "tests",
         "files": ["a.py", "b.py"],  # sorted, without repeats
     }
@@ -341,12 +355,14 @@ def test_malformed_entry_bodies_are_rejected(
         ({"id": "a/b"}, "$.entries[1].id"),
         ({"id": "x" * 65}, "$.entries[1].id"),
         ({"status": "completed"}, "status"),
-        ({"priority": 1001}, "$.entries[1].priority"),
+        ({"priority": 1}, "$.entries[1].priority"),
+        ({"priority": "urgent"}, "$.entries[1].priority"),
         ({"budget_usd": -1}, "$.entries[1].budget_usd"),
         ({"budget_rounds": -1}, "$.entries[1].budget_rounds"),
         ({"depends_on": ["bad id"]}, "$.entries[1].depends_on[0]"),
         ({"files": [""]}, "$.entries[1].files[0]"),
-        ({"spec": {"acceptance": [1]}}, "$.entries[1].spec.acceptance[0]"),
+        ({"spec": {"acceptance_criteria": [1]}}, "$.entries[1].spec.acceptance_criteria[0]"),
+        ({"spec": {"text": "the old shape"}}, "text"),
     ],
 )
 def test_invalid_entry_fields_are_422_and_fail_the_whole_batch(
@@ -405,11 +421,11 @@ def test_an_idempotent_retry_returns_the_first_entries_and_appends_nothing(
         ("DELETE", "", None),
         ("PATCH", "/status", {"status": "blocked"}),
         ("PATCH", "/rounds", {"budget_rounds": 2}),
-        ("PATCH", "/priority", {"priority": 2}),
+        ("PATCH", "/priority", {"priority": "high"}),
         ("PATCH", "/budget", {"budget_usd": 2}),
         ("POST", "/budget/lock", None),
         ("GET", "/spec", None),
-        ("PUT", "/spec", {"text": "t"}),
+        ("PUT", "/spec", {"requirements": "t"}),
         ("POST", "/spec/freeze", None),
     ],
 )
@@ -622,16 +638,16 @@ def test_leaving_work_ends_the_workers_lease(api: httpx.Client) -> None:
     [
         ("PATCH", "/status", {"status": "blocked"}),
         ("PATCH", "/rounds", {"budget_rounds": 4}),
-        ("PATCH", "/priority", {"priority": 4}),
+        ("PATCH", "/priority", {"priority": "critical"}),
         ("PATCH", "/budget", {"budget_usd": 4.0}),
-        ("PUT", "/spec", {"text": "new"}),
+        ("PUT", "/spec", {"requirements": "new"}),
     ],
 )
 def test_a_stale_version_is_409_and_the_current_one_wins(
     api: httpx.Client, method: str, suffix: str, body: dict[str, Any]
 ) -> None:
     create(api, {"id": "e", "content": "e"})
-    api.patch("/todo/entries/e/priority", json={"priority": 1})  # version 2
+    api.patch("/todo/entries/e/priority", json={"priority": "high"})  # version 2
     stale = api.request(method, f"/todo/entries/e{suffix}", json={**body, "version": 1})
     body_ = error(stale, 409, "STALE_VERSION")
     assert body_["details"] == {"expected": 1, "current": 2}
@@ -707,8 +723,8 @@ def test_rounds_priority_and_budget_are_set(api: httpx.Client) -> None:
     create(api, {"id": "e", "content": "e", "budget_rounds": 2, "budget_usd": 1.0})
     rounds = api.patch("/todo/entries/e/rounds", json={"budget_rounds": 5}).json()["entry"]
     assert (rounds["budget_rounds"], rounds["version"]) == (5, 2)
-    priority = api.patch("/todo/entries/e/priority", json={"priority": -1000}).json()["entry"]
-    assert (priority["priority"], priority["version"]) == (-1000, 3)
+    priority = api.patch("/todo/entries/e/priority", json={"priority": "low"}).json()["entry"]
+    assert (priority["priority"], priority["version"]) == ("low", 3)
     budget = api.patch("/todo/entries/e/budget", json={"budget_usd": 12.5}).json()["entry"]
     assert (budget["budget_usd"], budget["version"]) == (12.5, 4)
     assert get_entry(api, "e") == budget
@@ -734,7 +750,8 @@ def test_rounds_priority_and_budget_are_set(api: httpx.Client) -> None:
         ("/rounds", {}, "budget_rounds"),
         ("/rounds", {"budget_rounds": -1}, "$.budget_rounds"),
         ("/rounds", {"budget_rounds": 1.5}, "$.budget_rounds"),
-        ("/priority", {"priority": 1001}, "$.priority"),
+        ("/priority", {"priority": 1}, "$.priority"),
+        ("/priority", {"priority": "High"}, "$.priority"),
         ("/priority", {"priority": None}, "$.priority"),
         ("/budget", {"budget_usd": -0.01}, "$.budget_usd"),
         ("/budget", {"budget_usd": "5"}, "$.budget_usd"),
@@ -765,7 +782,7 @@ def test_a_locked_budget_cannot_be_reallocated(api: httpx.Client) -> None:
 
     # Locking again changes nothing; the priority is not part of the budget.
     assert api.post("/todo/entries/e/budget/lock").json() == {"entry": entry}
-    assert api.patch("/todo/entries/e/priority", json={"priority": 5}).status_code == 200
+    assert api.patch("/todo/entries/e/priority", json={"priority": "high"}).status_code == 200
     assert types(api) == ["todo.created", "todo.budget_locked", "todo.priority_changed"]
 
 
@@ -773,33 +790,48 @@ def test_a_locked_budget_cannot_be_reallocated(api: httpx.Client) -> None:
 
 
 def test_spec_is_read_replaced_and_frozen(api: httpx.Client) -> None:
-    create(api, {"id": "e", "content": "e", "spec": {"text": "v1", "acceptance": ["a"]}})
-    assert api.get("/todo/entries/e/spec").json() == {
-        "spec": {"text": "v1", "acceptance": ["a"]},
-        "frozen": False,
-        "version": 1,
+    v1 = {"requirements": "v1", "acceptance_criteria": ["a"], "authored_by": "planner"}
+    created = create(api, {"id": "e", "content": "e", "spec": v1})[0]
+    read = api.get("/todo/entries/e/spec").json()
+    assert read == {"spec": created["spec"], "frozen": False, "version": 1}
+    assert {k: read["spec"][k] for k in (*v1, "revision")} == {**v1, "revision": 1}
+    assert read["spec"]["last_edited"] == created["created_at"]
+
+    v2 = {
+        "requirements": "v2",
+        "acceptance_criteria": ["a", "b"],
+        "files_to_create": ["src/client.ts"],
+        "files_to_modify": ["package.json"],
+        "patterns": "p",
+        "api_contract": "c",
+        "examples": "x",
+        "integration_points": "i",
     }
-    put = api.put("/todo/entries/e/spec", json={"text": "v2", "acceptance": ["a", "b"]})
+    put = api.put("/todo/entries/e/spec", json=v2)
     assert put.status_code == 200
-    assert put.json()["entry"]["spec"] == {"text": "v2", "acceptance": ["a", "b"]}
-    assert api.get("/todo/entries/e/spec").json() == {
-        "spec": {"text": "v2", "acceptance": ["a", "b"]},
-        "frozen": False,
-        "version": 2,
-    }
-    # PUT replaces the whole spec.
-    assert api.put("/todo/entries/e/spec", json={"text": "v3"}).json()["entry"]["spec"] == {
-        "text": "v3",
-        "acceptance": [],
-    }
+    spec = put.json()["entry"]["spec"]
+    # No author in the body and no token: nobody is named.
+    assert spec == {**v2, "authored_by": None, "last_edited": spec["last_edited"], "revision": 2}
+    assert spec["last_edited"] >= created["created_at"]
+    assert api.get("/todo/entries/e/spec").json() == {"spec": spec, "frozen": False, "version": 2}
+
+    # The spec as read, sent back unchanged (the server's fields too): no change, no event.
+    again = api.put("/todo/entries/e/spec", json=spec)
+    assert again.json()["entry"]["spec"] == spec
+    # PUT replaces the whole spec; the server's fields sent are ignored.
+    v3 = api.put(
+        "/todo/entries/e/spec", json={"requirements": "v3", "revision": 99, "last_edited": 1}
+    ).json()["entry"]["spec"]
+    assert (v3["requirements"], v3["acceptance_criteria"], v3["files_to_create"]) == ("v3", [], [])
+    assert (v3["revision"], v3["last_edited"] >= spec["last_edited"]) == (3, True)
 
     frozen = api.post("/todo/entries/e/spec/freeze")
     assert frozen.status_code == 200
     assert (frozen.json()["entry"]["spec_frozen"], frozen.json()["entry"]["version"]) == (True, 4)
     assert api.get("/todo/entries/e/spec").json()["frozen"] is True
-    refused = api.put("/todo/entries/e/spec", json={"text": "v4"})
+    refused = api.put("/todo/entries/e/spec", json={"requirements": "v4"})
     assert error(refused, 409, "SPEC_FROZEN")["details"] == {"entryID": "e"}
-    assert api.get("/todo/entries/e/spec").json()["spec"]["text"] == "v3"
+    assert api.get("/todo/entries/e/spec").json()["spec"] == v3
     assert api.post("/todo/entries/e/spec/freeze").json() == frozen.json()
 
     assert types(api) == [
@@ -812,7 +844,15 @@ def test_spec_is_read_replaced_and_frozen(api: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"text": 1}, {"acceptance": "a"}, {"acceptance": ["a"] * 65}, {"spec": {"text": "nested"}}],
+    [
+        {"requirements": 1},
+        {"acceptance_criteria": "a"},
+        {"acceptance_criteria": ["a"] * 65},
+        {"files_to_create": [""]},
+        {"revision": "1"},
+        {"spec": {"requirements": "nested"}},
+        {"text": "the old shape", "acceptance": []},
+    ],
 )
 def test_bad_specs_are_422(api: httpx.Client, body: dict[str, Any]) -> None:
     create(api, {"id": "e", "content": "e"})
@@ -827,7 +867,7 @@ def test_bad_specs_are_422(api: httpx.Client, body: dict[str, Any]) -> None:
 def test_todo_events_are_the_todos_own_log(api: httpx.Client) -> None:
     api.post("/phases", json={"id": "p", "name": "P"})  # not a todo.* event
     create(api, {"id": "a", "content": "a"}, {"id": "b", "content": "b"})
-    api.patch("/todo/entries/a/priority", json={"priority": 3})
+    api.patch("/todo/entries/a/priority", json={"priority": "critical"})
     api.delete("/todo/entries/b")
 
     everything = api.get("/todo/events").json()["events"]
@@ -864,10 +904,10 @@ def test_every_change_is_an_event_on_the_events_stream(api: httpx.Client) -> Non
     api.patch("/todo", json={"project_context": "ctx"})
     set_status(api, "a", "blocked")
     api.patch("/todo/entries/a/rounds", json={"budget_rounds": 2})
-    api.patch("/todo/entries/a/priority", json={"priority": 2})
+    api.patch("/todo/entries/a/priority", json={"priority": "high"})
     api.patch("/todo/entries/a/budget", json={"budget_usd": 2})
     api.post("/todo/entries/a/budget/lock")
-    api.put("/todo/entries/a/spec", json={"text": "s"})
+    api.put("/todo/entries/a/spec", json={"requirements": "s"})
     api.post("/todo/entries/a/spec/freeze")
     api.delete("/todo/entries/a?force=true")
 

@@ -280,6 +280,7 @@ def test_todo_shows_the_plan_as_a_tree(cli: Cli, client: Client) -> None:
             {"id": "e_sub", "content": "Its errors", "phase_id": "phs_d"},
             {"id": "e_top", "content": "Design it all", "phase_id": "phs_d", "children": ["e_api"]},
             {"id": "e_do", "content": "Build it", "depends_on": ["e_api", "e_sub"]},
+            {"id": "e_fix", "content": "Fix the leak", "priority": "critical"},
         ]
     )
     client.set_entry_status("e_sub", "cancelled")
@@ -294,11 +295,13 @@ def test_todo_shows_the_plan_as_a_tree(cli: Cli, client: Client) -> None:
         "└── [ ] pending e_top  Design it all",
         "    └── [ ] pending e_api  Sketch the API",
         "No phase",
-        "└── [ ] pending e_do  Build it",
-        "    after e_api (pending), e_sub (cancelled)",
+        "├── [ ] pending e_do  Build it",
+        "│   after e_api (pending), e_sub (cancelled)",
+        "└── [ ] pending critical e_fix  Fix the leak",  # a priority other than medium
     ]
     as_json = json.loads(cli("todo", "--json").stdout)
-    assert [e["id"] for e in as_json["entries"]] == ["e_api", "e_sub", "e_top", "e_do"]
+    assert [e["id"] for e in as_json["entries"]] == ["e_api", "e_sub", "e_top", "e_do", "e_fix"]
+    assert [e["priority"] for e in as_json["entries"]][-2:] == ["medium", "critical"]
     assert as_json["project_context"] == "Ship the thing"
 
 

@@ -51,6 +51,21 @@ def test_the_demo_plays_a_plan_through(
             (BUILD, "completed"),
         ]
         assert api.get("/questions").json() == {"questions": []}
+        # In the published shapes: priority words, the spec object, phases' seq.
+        priorities = {e["id"]: e["priority"] for e in todo["entries"]}
+        assert (priorities[REFACTOR], set(priorities.values())) == (
+            "low",
+            {"low", "medium", "high"},
+        )
+        for entry in todo["entries"]:
+            spec = entry["spec"]
+            assert (spec["authored_by"], spec["revision"]) == ("orchestrator-demo", 1)
+            assert spec["acceptance_criteria"]
+            assert spec["requirements"] == entry["content"]
+        assert [(p["seq"], p["container_id"]) for p in todo["phases"]] == [
+            (0, None),
+            (1, "ctr_demo_build"),
+        ]
 
         seen = events(api)
         [exceeded] = [e for e in seen if e["type"] == "budget.exceeded"]

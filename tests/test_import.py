@@ -182,7 +182,7 @@ def test_a_markdown_checklist_in_a_repository_imports(api: httpx.Client, tmp_pat
         ("Set up", "completed"),
         ("Build", "pending"),
     ]
-    assert entries[1]["spec"]["acceptance"] == ["it works"]
+    assert entries[1]["spec"]["acceptance_criteria"] == ["it works"]
 
 
 def test_a_named_file_on_a_branch(api: httpx.Client, tmp_path: Path) -> None:
@@ -390,7 +390,7 @@ def test_a_workspace_is_restored_from_its_vault_after_a_purge(api: httpx.Client)
     before = export(api)
     snapshot = api.post("/vault/sync").json()["snapshot"]
     assert api.post("/purge").status_code == 200
-    assert export(api) == {"format": "orchestrator-todo", "schema_version": 1}
+    assert export(api) == {"format": "orchestrator-todo", "schema_version": 2}
     job = imported(api, {"snapshotID": snapshot["id"]})
     assert job["source"] == {"kind": "snapshot", "snapshotID": snapshot["id"]}
     assert export(api) == before

@@ -205,7 +205,7 @@ def test_a_file_that_is_no_todo_document_is_not_echoed(lan: httpx.Client, allowe
         dump = lan.get("/debug-dump").text
         for secret in ("hunter2", "db_password_key", "internal_host", "db.corp"):
             assert secret not in dump
-    assert lan.get("/vault/export").json() == {"format": "orchestrator-todo", "schema_version": 1}
+    assert lan.get("/vault/export").json() == {"format": "orchestrator-todo", "schema_version": 2}
 
 
 def test_a_closed_port_and_a_port_answering_garbage_fail_alike(

@@ -47,12 +47,12 @@ from orchestrator.executor import Limits, exceeded_caps, worker_slots
 from orchestrator.model import (
     ACTIVE,
     PHASE_TRANSITIONS,
+    PRIORITIES,
     TERMINAL,
     TRANSITIONS,
     Check,
     Entry,
     Plan,
-    Spec,
 )
 from orchestrator.plan import Decision, evolve, fold, same_state
 from orchestrator.questions import _entry_follows
@@ -64,6 +64,12 @@ replace = msgspec.structs.replace
 START = 1_700_000_000_000
 LIMITS = Limits(default_workers=2, max_attempts=2, lease_ms=2_500, claim_ms=6_000)
 FILES = ("src/a.py", "src/b.py", "src/c.py")
+# A spec may name files too: they are locked with the entry's own.
+SPECS = [
+    None,
+    todo.SpecDraft(acceptance_criteria=["tests pass"]),
+    todo.SpecDraft(files_to_create=["src/c.py"]),
+]
 SESSIONS = ("s1", "s2", "s3")
 STATUSES = tuple(TRANSITIONS)
 MONEY = st.sampled_from([0.0, 0.1, 0.25, 0.5, 1.0])
@@ -157,9 +163,9 @@ class PlanMachine(RuleBasedStateMachine):
         assert all(before.entries[d].status == "completed" for d in old.depends_on)
         phase = before.phases.get(old.phase_id) if old.phase_id else None
         assert phase is None or phase.status == "active"
-        busy = {f for e in before.entries.values() if e.status in ACTIVE for f in e.files}
-        assert not busy & set(old.files)
-        assert not set(before.locks) & set(old.files)
+        busy = {f for e in before.entries.values() if e.status in ACTIVE for f in e.locked_files()}
+        assert not busy & set(old.locked_files())
+        assert not set(before.locks) & set(old.locked_files())
         assert not exceeded_caps(before, self.now)
         assert old.budget_usd is None or old.spent_usd < old.budget_usd
         assert old.budget_rounds is None or old.rounds_completed < old.budget_rounds
@@ -224,8 +230,8 @@ class PlanMachine(RuleBasedStateMachine):
                 todo.EntryInput(
                     id=entry_id,
                     content=f"task {entry_id}",
-                    spec=data.draw(st.sampled_from([Spec(), Spec(acceptance=["tests pass"])])),
-                    priority=data.draw(st.integers(-2, 2)),
+                    spec=data.draw(st.sampled_from(SPECS)),
+                    priority=data.draw(st.sampled_from(PRIORITIES)),
                     depends_on=data.draw(st.sampled_from([[], [], *([c] for c in candidates)])),
                     parallelizable=data.draw(st.sampled_from([True, True, True, False])),
                     files=data.draw(st.lists(st.sampled_from(FILES), unique=True, max_size=2)),
@@ -277,9 +283,12 @@ class PlanMachine(RuleBasedStateMachine):
                 self.run(lambda plan: todo.decide_lock_budget(plan, entry_id, now))
                 assert entry is None or self.plan.entries[entry_id].budget_locked
             case "edit":
-                priority = todo.PriorityInput(priority=data.draw(st.integers(-3, 3)))
+                priority = todo.PriorityInput(priority=data.draw(st.sampled_from(PRIORITIES)))
                 self.run(lambda plan: todo.decide_priority(plan, entry_id, priority, now))
-                spec = todo.SpecInput(text="do it", acceptance=["tests pass"])
+                files = data.draw(st.lists(st.sampled_from(FILES), unique=True, max_size=1))
+                spec = todo.SpecInput(
+                    requirements="do it", acceptance_criteria=["tests pass"], files_to_modify=files
+                )
                 self.run(lambda plan: todo.decide_spec(plan, entry_id, spec, now))
                 if data.draw(st.booleans()):
                     self.run(lambda plan: todo.decide_freeze(plan, entry_id, now))
@@ -357,7 +366,7 @@ class PlanMachine(RuleBasedStateMachine):
         lease_id = self.lease_id(data)
         lease = self.plan.leases[lease_id]
         entry = self.plan.entries[lease.entryID]
-        report = [Check(criterion=c, passed=passed) for c in entry.spec.acceptance]
+        report = [Check(criterion=c, passed=passed) for c in entry.spec.acceptance_criteria]
         given = workers.CompleteInput(summary="done", report=report)
         decision = self.run(lambda plan: workers.decide_complete(plan, lease_id, given, self.now))
         live = lease.expires_at > self.now

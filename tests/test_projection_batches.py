@@ -13,7 +13,7 @@ from orchestrator.context import entities
 from orchestrator.eventlog import EventLog
 from orchestrator.events import NewEvent, OrchestrationPurged, StoredEvent, new_event
 from orchestrator.keys import WorkspaceKeys
-from orchestrator.model import Plan
+from orchestrator.model import PRIORITIES, Plan
 from orchestrator.plan import evolve
 from orchestrator.todo import PriorityInput
 from projections.base import BatchProjection, Command
@@ -46,7 +46,7 @@ def with_plan_events(events: list[NewEvent], seed: int) -> list[NewEvent]:
         if rng.random() < 0.1:
             ids = list(plan.entries)
             if ids and rng.random() < 0.6:
-                given = PriorityInput(priority=rng.randrange(10))
+                given = PriorityInput(priority=rng.choice(PRIORITIES))
                 decision = todo.decide_priority(plan, rng.choice(ids), given, now=seq)
             else:
                 given_entry = todo.EntryInput(content=f"entry {seq}")

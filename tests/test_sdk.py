@@ -167,8 +167,12 @@ async def scenario(do: Do) -> None:
     phase = (await do("create_phase", "Build", phase_id="phs_b", status="active")).phase
     assert (await do("get_phase", "phs_b")).phase == phase
     assert [p.id for p in (await do("list_phases")).phases] == ["phs_b"]
-    changed = await do("update_phase", "phs_b", description="the build", phase_rounds=2)
-    assert changed.phase.description == "the build"
+    changed = await do(
+        "update_phase", "phs_b", description="the build", phase_rounds=2, container_id="ctr_1"
+    )
+    assert (changed.phase.description, changed.phase.container_id) == ("the build", "ctr_1")
+    ship = (await do("create_phase", "Ship", phase_id="phs_s", seq=4)).phase
+    assert (phase.seq, ship.seq, ship.container_id) == (0, 4, None)
     added = await do(
         "add_phase_memory", "phs_b", ["a note", {"text": "another", "sessionID": "s1"}]
     )
@@ -181,26 +185,33 @@ async def scenario(do: Do) -> None:
     created = await do(
         "create_entries",
         [
-            {"id": "e1", "content": "first", "files": ["a.py"], "spec": {"acceptance": ["works"]}},
+            {
+                "id": "e1",
+                "content": "first",
+                "files": ["a.py"],
+                "spec": {"acceptance_criteria": ["works"]},
+            },
             {"id": "e2", "content": "second", "depends_on": ["e1"]},
             {"id": "e3", "content": "in the phase", "phase_id": "phs_b"},
-            {"id": "e4", "content": "to cancel", "priority": -5},
+            {"id": "e4", "content": "to cancel", "priority": "low"},
         ],
     )
     assert [e.id for e in created.entries] == ["e1", "e2", "e3", "e4"]
     assert (await do("claim", "worker-0")) is None  # 204: nothing is dispatched yet
     plan = await do("get_todo")
     assert [(e.id, e.status) for e in plan.entries][:2] == [("e1", "pending"), ("e2", "pending")]
-    assert [p.id for p in plan.phases] == ["phs_b"]
+    assert [(p.id, p.seq) for p in plan.phases] == [("phs_b", 0), ("phs_s", 4)]
     assert (await do("get_entry", "e2")).entry.depends_on == ["e1"]
-    assert (await do("set_entry_priority", "e1", 10)).entry.priority == 10
+    assert (await do("set_entry_priority", "e1", "critical")).entry.priority == "critical"
     assert (await do("set_entry_rounds", "e1", 3)).entry.budget_rounds == 3
     assert (await do("set_entry_budget", "e1", 5.0, version=3)).entry.budget_usd == 5.0
-    spec = await do("put_entry_spec", "e3", "do it", ["done"])
-    assert spec.entry.spec.acceptance == ["done"]
+    written = {"requirements": "do it", "acceptance_criteria": ["done"], "authored_by": "sdk"}
+    spec = await do("put_entry_spec", "e3", written)
+    assert spec.entry.spec.acceptance_criteria == ["done"]
+    assert (spec.entry.spec.authored_by, spec.entry.spec.revision) == ("sdk", 1)
     got_spec = await do("get_entry_spec", "e3")
     assert isinstance(got_spec, r.SpecBody)
-    assert (got_spec.spec.text, got_spec.frozen) == ("do it", False)
+    assert (got_spec.spec.requirements, got_spec.frozen) == ("do it", False)
     assert (await do("freeze_entry_spec", "e3")).entry.spec_frozen
     assert (await do("lock_entry_budget", "e1")).entry.budget_locked
     events = await do("get_todo_events", since_seq=0, limit=5)

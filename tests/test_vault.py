@@ -1,6 +1,7 @@
 """The vault (API.md part 5): the TODO as a portable document, in JSON and in Markdown, its
 published JSON Schema, and versioned, content-addressed snapshots on either backend."""
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from tests.servers import ROOT, ServerProcess
 
 SCHEMA_FILE = ROOT / "docs" / "todo-document.schema.json"
 
-# Generated TODOs: documents as an export writes them (phases by order, files sorted, note
+# Generated TODOs: documents as an export writes them (phases by seq, files sorted, note
 # times kept), with any text at all in them.
 
 ids = st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True)
@@ -58,7 +59,21 @@ notes = st.builds(
     sessionID=optional(sessions),
     created_at=st.integers(0, 2**45),
 )
-specs = st.builds(Spec, text=texts, acceptance=st.lists(texts, max_size=3)).filter(
+paths = st.lists(st.text(min_size=1, max_size=20), max_size=2)
+specs = st.builds(
+    Spec,
+    requirements=texts,
+    acceptance_criteria=st.lists(texts, max_size=3),
+    files_to_create=paths,
+    files_to_modify=paths,
+    patterns=texts,
+    api_contract=texts,
+    examples=texts,
+    integration_points=texts,
+    authored_by=optional(names),
+    last_edited=optional(st.integers(0, 2**45)),
+    revision=st.integers(0, 100),
+).filter(
     lambda spec: spec != Spec()  # an empty spec travels as none
 )
 checks = st.builds(Check, criterion=texts, passed=st.booleans(), evidence=texts)
@@ -79,14 +94,15 @@ def phases(draw: st.DrawFn) -> list[DocumentPhase]:
             id=phase_id,
             name=draw(names),
             description=draw(texts),
-            order=draw(st.integers(0, 5)),
+            seq=draw(st.integers(0, 5)),
+            container_id=draw(optional(names)),
             status=draw(st.sampled_from(["pending", "active", "completed", "failed"])),
             phase_rounds=draw(optional(st.integers(1, 10))),
             memory=draw(st.lists(notes, max_size=3)),
         )
         for phase_id in draw(st.lists(ids, unique=True, max_size=4))
     ]
-    return sorted(made, key=lambda p: p.order or 0)
+    return sorted(made, key=lambda p: p.seq or 0)
 
 
 @st.composite
@@ -103,7 +119,7 @@ def entry(draw: st.DrawFn, entry_id: str, earlier: list[str], phase_ids: list[st
         spec=draw(optional(specs)),
         spec_frozen=draw(st.booleans()),
         status=draw(st.sampled_from(["pending", "completed", "failed", "blocked", "cancelled"])),
-        priority=draw(st.integers(-1000, 1000)),
+        priority=draw(st.sampled_from(["low", "medium", "high", "critical"])),
         depends_on=some(earlier, 3),  # on earlier entries only: no cycle
         children=some(earlier, 2),
         parallelizable=draw(st.booleans()),
@@ -129,7 +145,7 @@ def documents(draw: st.DrawFn) -> PlanDocument:
     ]
     return PlanDocument(
         format=FORMAT,
-        schema_version=1,
+        schema_version=2,
         project_context=draw(texts),
         budget=draw(optional(st.builds(DocumentBudget, caps=caps).filter(has_caps))),
         phases=made_phases,
@@ -194,7 +210,7 @@ def test_every_exported_document_validates_against_its_types_and_schema(
 def test_export_leaves_the_run_behind_and_travels_work_in_progress_as_pending() -> None:
     document = PlanDocument(
         format=FORMAT,
-        schema_version=1,
+        schema_version=2,
         entries=[DocumentEntry(id="a", content="A"), DocumentEntry(id="b", content="B")],
     )
     plan, _ = imported(document)
@@ -211,11 +227,11 @@ def test_export_leaves_the_run_behind_and_travels_work_in_progress_as_pending() 
 def test_an_invalid_document_names_every_problem_with_its_json_path() -> None:
     raw = {
         "format": "orchestrator-todo",
-        "schema_version": 2,
+        "schema_version": 3,
         "surprise": True,
         "phases": [{"id": "p1", "name": ""}, {"id": "p1", "name": "again"}],
         "entries": [
-            {"id": "a", "content": "", "priority": 5000, "depends_on": ["b", "ghost"]},
+            {"id": "a", "content": "", "priority": "top", "depends_on": ["b", "ghost"]},
             {"id": "b", "content": "B", "depends_on": ["a"], "phase_id": "nope"},
             {"id": "a", "content": "again", "status": "in_progress"},
             "not an entry",
@@ -244,7 +260,7 @@ def test_an_invalid_document_names_every_problem_with_its_json_path() -> None:
 
 
 def test_markdown_problems_carry_their_line() -> None:
-    text = '# TODO\n\n- [ ] fine\n- [ ] bad priority\n  <!-- entry {"priority": "high"} -->\n'
+    text = '# TODO\n\n- [ ] fine\n- [ ] bad priority\n  <!-- entry {"priority": "urgent"} -->\n'
     with pytest.raises(DocumentInvalid) as caught:
         read(text)
     (problem,) = caught.value.problems
@@ -295,26 +311,28 @@ Decide what to build.
         ("Review it", "pending", "phase-1"),
         ("Write the README", "pending", None),
     ]
-    assert document.entries[1].spec == Spec(text="With the team.", acceptance=["everyone agreed"])
+    assert document.entries[1].spec == Spec(
+        requirements="With the team.", acceptance_criteria=["everyone agreed"]
+    )
     assert all(e.id is None for e in document.entries)
 
 
 def test_ticking_a_box_in_an_exported_checklist_completes_the_entry() -> None:
     document = PlanDocument(
         format=FORMAT,
-        schema_version=1,
-        entries=[DocumentEntry(id="a", content="A", status="failed", priority=3)],
+        schema_version=2,
+        entries=[DocumentEntry(id="a", content="A", status="failed", priority="critical")],
     )
     text = render(document).replace("- [ ] A", "- [x] A")
     (entry,) = read(text).entries
-    assert (entry.status, entry.priority) == ("completed", 3)
+    assert (entry.status, entry.priority) == ("completed", "critical")
 
 
 def test_entries_keep_their_order_when_the_checklist_groups_them_by_phase() -> None:
     document = PlanDocument(
         format=FORMAT,
-        schema_version=1,
-        phases=[DocumentPhase(id="p", name="P", order=0)],
+        schema_version=2,
+        phases=[DocumentPhase(id="p", name="P", seq=0)],
         entries=[
             DocumentEntry(id="a", content="A"),
             DocumentEntry(id="b", content="B", phase_id="p"),
@@ -344,7 +362,7 @@ def test_the_schema_describes_the_document() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     top = schema["$defs"]["PlanDocument"]
     assert set(top["required"]) == {"format", "schema_version"}
-    assert top["properties"]["schema_version"] == {"enum": [1]}
+    assert top["properties"]["schema_version"] == {"enum": [2]}
     assert {"DocumentEntry", "DocumentPhase", "DocumentNote", "BudgetCaps"} <= set(schema["$defs"])
 
 
@@ -427,12 +445,12 @@ def add_plan(api: httpx.Client) -> None:
     notes = api.post("/phases/phs_design/memory", json={"notes": [{"text": "keep it small"}]})
     assert notes.status_code == 201, notes.text
     entries = [
-        {"id": "e_api", "content": "Sketch the API", "phase_id": "phs_design", "priority": 2},
+        {"id": "e_api", "content": "Sketch the API", "phase_id": "phs_design", "priority": "high"},
         {
             "id": "e_impl",
             "content": "Build it",
             "depends_on": ["e_api"],
-            "spec": {"text": "All of it", "acceptance": ["tests pass"]},
+            "spec": {"requirements": "All of it", "acceptance_criteria": ["tests pass"]},
             "budget_usd": 5.0,
             "files": ["src/b.py", "src/a.py"],
         },
@@ -446,7 +464,7 @@ def add_plan(api: httpx.Client) -> None:
 def test_export_as_json_and_markdown(api: httpx.Client) -> None:
     empty = api.get("/vault/export")
     assert empty.status_code == 200
-    assert empty.json() == {"format": "orchestrator-todo", "schema_version": 1}
+    assert empty.json() == {"format": "orchestrator-todo", "schema_version": 2}
     add_plan(api)
     response = api.get("/vault/export?format=json")
     assert response.headers["content-type"] == "application/json"
@@ -455,7 +473,7 @@ def test_export_as_json_and_markdown(api: httpx.Client) -> None:
     assert document["budget"] == {"caps": {"cap_usd": 50.0, "max_workers": 2}}
     phase = dict(document["phases"][0])
     assert [n["text"] for n in phase.pop("memory")] == ["keep it small"]
-    assert phase == {"id": "phs_design", "name": "Design", "order": 0, "status": "active"}
+    assert phase == {"id": "phs_design", "name": "Design", "seq": 0, "status": "active"}
     assert [e["id"] for e in document["entries"]] == ["e_api", "e_impl"]
     assert document["entries"][1]["files"] == ["src/a.py", "src/b.py"]
     text = api.get("/vault/export", params={"format": "markdown"})
@@ -494,7 +512,7 @@ def check_vault(api: httpx.Client) -> None:
     assert unchanged.status_code == 200
     assert unchanged.json() == {"snapshot": snapshot, "created": False}
 
-    assert api.patch("/todo/entries/e_api/priority", json={"priority": 9}).status_code == 200
+    assert api.patch("/todo/entries/e_api/priority", json={"priority": "low"}).status_code == 200
     second = sync(api, **{"Idempotency-Key": "sync-2"})
     assert second.status_code == 201
     assert second.json()["snapshot"]["version"] == 2
@@ -505,7 +523,7 @@ def check_vault(api: httpx.Client) -> None:
     one = api.get(f"/vault/{snapshot['id']}")
     assert one.status_code == 200
     assert one.json()["snapshot"] == snapshot
-    assert one.json()["document"]["entries"][0]["priority"] == 2  # as it was then
+    assert one.json()["document"]["entries"][0]["priority"] == "high"  # as it was then
     as_text = api.get(f"/vault/{snapshot['id']}?format=markdown")
     assert as_text.headers["content-type"].startswith("text/markdown")
     assert msgspec.to_builtins(read(as_text.text)) == one.json()["document"]
@@ -548,3 +566,80 @@ def test_a_sync_emits_vault_synced_and_an_unchanged_one_emits_nothing(
     synced = [e for e in events if e["seq"] > before]
     assert [e["type"] for e in synced] == ["vault.synced"]
     assert synced[0]["payload"] == {"snapshot": snapshot, "backend": "redis"}
+
+
+# Schema version 1 documents: still read, in version 2's shapes
+
+V1_DOCUMENT: dict[str, Any] = {  # as version 1 exported it
+    "format": "orchestrator-todo",
+    "schema_version": 1,
+    "phases": [{"id": "p", "name": "P", "order": 3, "status": "active"}],
+    "entries": [
+        {"id": "a", "content": "A", "priority": -2, "phase_id": "p"},
+        {"id": "b", "content": "B", "spec": {"text": "do b", "acceptance": ["b done"]}},
+        {"id": "c", "content": "C", "priority": 7, "spec": {"acceptance": ["c done"]}},
+        {"id": "d", "content": "D", "priority": 250},
+        {"id": "e", "content": "E", "priority": 0},
+    ],
+}
+
+
+def test_a_schema_version_1_document_is_read_in_version_2_shapes() -> None:
+    document = validate(V1_DOCUMENT)
+    assert document.schema_version == 2
+    assert [(p.id, p.seq) for p in document.phases] == [("p", 3)]
+    assert [e.priority for e in document.entries] == ["low", "medium", "high", "critical", "medium"]
+    assert [e.spec for e in document.entries] == [
+        None,
+        Spec(requirements="do b", acceptance_criteria=["b done"], revision=1),
+        Spec(acceptance_criteria=["c done"], revision=1),
+        None,
+        None,
+    ]
+    # The Markdown that version 1 wrote: its header, comments and quotes.
+    text = """<!-- orchestrator-todo {"format":"orchestrator-todo","schema_version":1} -->
+# TODO
+
+## Phase: P
+<!-- phase {"id":"p","order":3,"status":"active"} -->
+
+- [ ] A
+  <!-- entry {"id":"a","priority":-2} -->
+  > do a
+  - a done
+- [ ] B
+  <!-- entry {"id":"b","priority":5,"spec":{"text":" spaced ","acceptance":[]}} -->
+  > spaced
+"""
+    a, b = read(text).entries
+    assert (a.priority, a.spec) == (
+        "low",
+        Spec(requirements="do a", acceptance_criteria=["a done"]),
+    )
+    assert (b.priority, b.spec) == ("high", Spec(requirements=" spaced ", revision=1))
+    assert read(text).phases[0].seq == 3
+
+
+def test_a_version_1_document_imports(api: httpx.Client) -> None:
+    started = api.post("/import", json={"document": V1_DOCUMENT})
+    assert started.status_code in (200, 201, 202), started.text
+    job_id = started.json()["importJobID"]
+    for _ in range(200):
+        job = api.get(f"/import/{job_id}").json()
+        if job["status"] != "running":
+            break
+        time.sleep(0.05)
+    assert job["status"] == "completed", job
+    todo = api.get("/todo").json()
+    assert [e["priority"] for e in todo["entries"]] == [
+        "low",
+        "medium",
+        "high",
+        "critical",
+        "medium",
+    ]
+    assert todo["entries"][1]["spec"]["requirements"] == "do b"
+    assert [(p["id"], p["seq"], p["container_id"]) for p in todo["phases"]] == [("p", 3, None)]
+    exported = api.get("/vault/export").json()
+    assert exported["schema_version"] == 2
+    assert exported["phases"][0]["seq"] == 3
