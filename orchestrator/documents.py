@@ -120,7 +120,7 @@ class PlanDocument(
     msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True, omit_defaults=True
 ):
     """A Master TODO, portable between workspaces and installations. Entries are in TODO
-    order (the order they get their ``seq`` in on import), phases in phase order."""
+    order (the order they get their ``seq`` in on import), phases by their ``seq``."""
 
     schema: str | None = msgspec.field(default=None, name="$schema")  # for editors; ignored
     format: Literal["orchestrator-todo"]

@@ -91,7 +91,7 @@ class TodoEvents(Body):
 
 
 class TodoDocument(Body):
-    """``GET /todo``: entries by seq, phases by order."""
+    """``GET /todo``: entries by seq, phases by seq."""
 
     id: str | None
     version: int
