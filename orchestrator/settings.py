@@ -1,6 +1,7 @@
 """Settings: one typed object, built once at the entry point and passed down."""
 
 import ipaddress
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -108,14 +109,7 @@ ZERO_MEANS_DEFAULT = frozenset({"event_retention", "max_connections"})
 def _checked(settings: Settings) -> Settings:
     """The settings, or ``ValueError`` naming the variable to fix: a typo must stop the
     server, not quietly leave it more open than its operator meant."""
-    for f in fields(settings):
-        value = getattr(settings, f.name)
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        zero_ok = f.name in ZERO_MEANS_DEFAULT
-        if value < 0 or (value == 0 and not zero_ok):
-            expected = "0 or more" if zero_ok else "a number above 0"
-            raise ValueError(f"ORCH_{f.name.upper()}={value!r}: expected {expected}")
+    _check_numbers(settings)
     if settings.auth not in AUTH_MODES:
         raise ValueError(f"ORCH_AUTH={settings.auth!r}: expected one of {', '.join(AUTH_MODES)}")
     unknown = set(settings.import_protocols.split(":")) - set(IMPORT_SCHEMES)
@@ -138,8 +132,21 @@ def _checked(settings: Settings) -> Settings:
             f"ORCH_IMPORT_ALLOW_NETWORKS={settings.import_allow_networks!r}: expected "
             "networks such as 10.0.0.0/8,fd00::/8 separated by ','"
         ) from exc
-    if settings.import_max_concurrent < 1:
-        raise ValueError(
-            f"ORCH_IMPORT_MAX_CONCURRENT={settings.import_max_concurrent}: expected at least 1"
-        )
     return settings
+
+
+def _check_numbers(settings: Settings) -> None:
+    """Every count, size and duration can work: finite, and above 0 unless 0 means something."""
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        zero_ok = f.name in ZERO_MEANS_DEFAULT
+        # not finite: nan compares false with everything, so a nan deadline never falls due
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            expected = "0 or more" if zero_ok else "a number above 0"
+            raise ValueError(f"ORCH_{f.name.upper()}={value!r}: expected {expected}")
+    if settings.embedded_redis_port > 65535:
+        raise ValueError(
+            f"ORCH_EMBEDDED_REDIS_PORT={settings.embedded_redis_port}: expected a port, 1 to 65535"
+        )

@@ -80,6 +80,9 @@ def test_a_bad_setting_is_one_line(redis_url: str) -> None:
         ("ORCH_HEADER_TIMEOUT_S", "0", "ORCH_HEADER_TIMEOUT_S=0.0: expected a number above 0"),
         ("ORCH_REPLAY_BATCH", "-5", "ORCH_REPLAY_BATCH=-5: expected a number above 0"),
         ("ORCH_EVENT_RETENTION", "-1", "ORCH_EVENT_RETENTION=-1: expected 0 or more"),
+        ("ORCH_HEADER_TIMEOUT_S", "nan", "ORCH_HEADER_TIMEOUT_S=nan: expected a number above 0"),
+        ("ORCH_HEARTBEAT_S", "inf", "ORCH_HEARTBEAT_S=inf: expected a number above 0"),
+        ("ORCH_EMBEDDED_REDIS_PORT", "70000", "ORCH_EMBEDDED_REDIS_PORT=70000: expected a port"),
     ],
 )
 def test_a_count_or_duration_that_cannot_work_is_refused(
