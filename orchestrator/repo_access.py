@@ -8,7 +8,8 @@ network. A repository URL is refused unless:
 - a local path (plain or ``file://``) resolves, symlinks followed, inside a directory
   ``ORCH_IMPORT_LOCAL_ROOTS`` names (none by default); git is given the resolved path;
 - every address its host resolves to is public (not loopback, private, link-local,
-  unspecified, multicast or reserved), or inside a network ``ORCH_IMPORT_ALLOW_NETWORKS``
+  site-local, unspecified, multicast or reserved, nor an IPv6 address carrying an IPv4 one
+  that is not: mapped, 6to4 or Teredo), or inside a network ``ORCH_IMPORT_ALLOW_NETWORKS``
   names.
 
 Over http(s), git connects to the very addresses checked: they are pinned with
@@ -157,9 +158,20 @@ def _is_ip(text: str) -> bool:
 
 
 def public(address: IPAddress) -> bool:
-    """Routable on the internet: none of the ranges a server's own network lives in."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """Routable on the internet: none of the ranges a server's own network lives in.
+
+    An IPv6 address that carries an IPv4 one (mapped, 6to4, Teredo) is judged by the IPv4
+    ones too: 2002:7f00:1:: is 127.0.0.1 to a host with a 6to4 relay, though the range is
+    global. Site-local (fec0::/10) is deprecated but still routed inside some networks.
+    """
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_site_local:
+            return False
+        carried = [address.sixtofour, *(address.teredo or ())]
+        if not all(public(ipv4) for ipv4 in carried if ipv4 is not None):
+            return False
+        if address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
     return address.is_global and not (
         address.is_loopback
         or address.is_link_local

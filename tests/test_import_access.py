@@ -131,6 +131,10 @@ def test_local_repositories_are_refused_by_default(
         "192.168.1.1",
         "169.254.169.254",  # a cloud's metadata service
         "[fe80::1]",
+        "[fec0::1]",  # site-local
+        "[2002:a00:1::]",  # 6to4 carrying 10.0.0.1
+        "[2002:7f00:1::]",  # 6to4 carrying 127.0.0.1
+        "[2001:0:a00:1::f5ff:fffe]",  # Teredo: server 10.0.0.1, client 10.0.0.1
         "224.0.0.1",
         "240.0.0.1",
         "no-such-host.invalid",  # said the same way: no oracle for internal names
