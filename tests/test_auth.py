@@ -229,13 +229,20 @@ def test_questions_per_session_are_bounded(make_server: Callable[..., ServerProc
 
 
 @pytest.mark.parametrize("value", ["maybe", "require", "Required", " auto"])
-def test_an_unknown_auth_mode_stops_the_server(value: str) -> None:
+def test_an_unknown_auth_mode_stops_the_server(value: str, tmp_path: Path) -> None:
     # A typo must not leave open a server its operator meant to close: `serve` exits before
     # it binds, naming the variable and the values it takes.
     refused = subprocess.run(
         [sys.executable, "-m", "orchestrator", "serve", "--port", str(free_port())],
         cwd=ROOT,
-        env={"ORCH_AUTH": value, "PATH": "/usr/bin:/bin"},
+        # Were it to start after all, its local Redis would be a throwaway one, never the
+        # `make run` Redis of the checkout (port 6390, ./data).
+        env={
+            "ORCH_AUTH": value,
+            "PATH": "/usr/bin:/bin",
+            "ORCH_DATA_DIR": str(tmp_path / "data"),
+            "ORCH_EMBEDDED_REDIS_PORT": str(free_port()),
+        },
         capture_output=True,
         text=True,
         timeout=30,
