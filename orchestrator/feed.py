@@ -22,7 +22,7 @@ import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import RedisError
+from redis.exceptions import NoPermissionError, RedisError
 
 from orchestrator.errors import Unavailable
 from orchestrator.eventlog import EventLog, raw_fields
@@ -37,6 +37,11 @@ XREAD_BLOCK_MS = 5000
 XREAD_COUNT = 1000  # entries per stream per read
 STREAMS_PER_READ = 1000
 WAKE_RETRY_S = 0.01
+WAKE_REFUSED = (
+    "the Redis user may not run CLIENT UNBLOCK (ACL: +client|unblock, in @admin and "
+    "@dangerous): a workspace that becomes active waits for the shared read's BLOCK "
+    "timeout (up to 5 s) before its first live events"
+)
 
 
 @dataclass(frozen=True)
@@ -216,6 +221,7 @@ class Feed:
         self._readers: list[Reader] = []
         self._task_group: TaskGroup | None = None
         self._closed = False
+        self._wake_refused = False  # said once: every wake would say it again
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -346,6 +352,9 @@ class Feed:
         reader has sent a read made after the last join: that one names every stream. An
         unblocked read answers as if it timed out, and the next read starts from the same
         cursors, so nothing is lost by it.
+
+        Under an ACL without CLIENT UNBLOCK the wake gives up at once: the read's BLOCK
+        timeout then bounds the wait, and the operator is told once why joins are slow.
         """
         delay = WAKE_RETRY_S
         try:
@@ -354,6 +363,11 @@ class Feed:
                     if reader.client_id is not None:
                         await self.eventlog.redis.client_unblock(reader.client_id)
                     delay = WAKE_RETRY_S
+                except NoPermissionError as exc:
+                    if not self._wake_refused:
+                        self._wake_refused = True
+                        log.warning("feed.wake_refused", error=str(exc), reason=WAKE_REFUSED)
+                    return
                 except (RedisError, OSError):
                     # Redis is away: the reader reconnects, and its next read names them all.
                     delay = min(delay * 2, 1.0)
