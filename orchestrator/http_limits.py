@@ -162,8 +162,14 @@ class HttpToolsWithLimits(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        assert self.clock is not None
-        self.clock.read()
+        clock = self.clock
+        assert clock is not None
+        clock.read()
+        if clock.phase == IDLE and (self.cycle is None or self.cycle.response_complete):
+            # Bytes between requests stop uvicorn's keep-alive timer, yet llhttp reports no
+            # request begun for a line break, or until a method is complete: the head is due
+            # from now, else one CRLF would hold the connection for ever.
+            clock.head()
         super().data_received(data)
 
     def on_message_begin(self) -> None:

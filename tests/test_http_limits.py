@@ -200,3 +200,22 @@ def test_connections_past_the_cap_are_answered_503(redis_url: str, tmp_path: Pat
         for sock in socks:
             sock.close()
         assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+@pytest.mark.timeout(60)
+def test_a_line_break_between_requests_does_not_hold_the_connection(
+    redis_url: str, tmp_path: Path, http: str
+) -> None:
+    """A bare CRLF after a response stops uvicorn's keep-alive timer, and llhttp skips it
+    without starting a request: the head deadline must start on it all the same."""
+    env = {"ORCH_HEADER_TIMEOUT_S": "1", "ORCH_KEEP_ALIVE_S": "1"}
+    with serving(redis_url, tmp_path / "server.log", "--http", http, **env) as url:
+        with socket.create_connection((HOST, int(url.rsplit(":", 1)[1])), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"\r\n")
+            sent = time.monotonic()
+            sock.setblocking(False)
+            closed = wait_closed([sock], timeout=15)
+        assert sock in closed  # by the 1 s head deadline (or h11's 400), not never
+        print(f"\n{http}: closed {closed[sock] - sent:.2f}s after a bare CRLF")
