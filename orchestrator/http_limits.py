@@ -13,7 +13,8 @@ implementations with the missing bounds added:
 - a request body may go silent for at most ``body_timeout_s`` (time spent waiting for the
   app to take what was read does not count);
 - a head over ``max_head_bytes`` is answered 400 (with h11 this is h11's own bound, which
-  holds only while the head is incomplete: one read, 64 KiB or so, may bring a larger one);
+  holds only while the head is incomplete: one read, 64 KiB or so, may bring a larger one;
+  with httptools both the parsed head and what is read while it is incomplete are bounded);
 - beyond ``max_connections`` open connections a new one is answered 503 and closed.
 
 A late connection is closed without an answer, as nginx does. The proxy in front should
@@ -146,7 +147,8 @@ def _full(protocol: Any, transport: asyncio.Transport, limits: ReadLimits) -> bo
 class HttpToolsWithLimits(HttpToolsProtocol):
     limits: ClassVar[ReadLimits]
     clock: ReadClock | None = None
-    head_bytes = 0
+    head_bytes = 0  # of the request line and the headers llhttp has reported
+    head_read = 0  # bytes read while a head was incomplete, since the last head ended
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if _full(self, transport, self.limits):
@@ -170,7 +172,28 @@ class HttpToolsWithLimits(HttpToolsProtocol):
             # request begun for a line break, or until a method is complete: the head is due
             # from now, else one CRLF would hold the connection for ever.
             clock.head()
+        if clock.phase == HEAD:
+            self.head_read += len(data)
         super().data_received(data)
+        # httptools reports a header only once it ends, and gathers its value by copying,
+        # so one that never ends escapes on_header and costs quadratic time: bound what is
+        # read instead. Checked after parsing, as a read that completes a head may bring
+        # a body too; so a head may outgrow the bound by one read before it is refused.
+        if clock.phase == HEAD and self.head_read > self.limits.max_head_bytes:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        if self.transport.is_closing():
+            return  # uvicorn refused this read already (it could not be parsed)
+        if self.cycle is None or self.cycle.response_complete:
+            # Between two parser calls: answered as uvicorn answers a head it cannot parse.
+            message = "Request head too large."
+            self.logger.warning(message)
+            self.send_400_response(message)
+        else:
+            # The head is pipelined behind a response still being written: a 400 now
+            # would land inside that response, so close without one.
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         assert self.clock is not None
@@ -194,6 +217,7 @@ class HttpToolsWithLimits(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         assert self.clock is not None
+        self.head_read = 0
         self.clock.body()
         super().on_headers_complete()
 

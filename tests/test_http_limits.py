@@ -219,3 +219,22 @@ def test_a_line_break_between_requests_does_not_hold_the_connection(
             closed = wait_closed([sock], timeout=15)
         assert sock in closed  # by the 1 s head deadline (or h11's 400), not never
         print(f"\n{http}: closed {closed[sock] - sent:.2f}s after a bare CRLF")
+
+
+@pytest.mark.timeout(90)
+def test_a_header_that_never_ends_is_refused(redis_url: str, tmp_path: Path, http: str) -> None:
+    """httptools reports a header only once it is complete: a value sent forever in small
+    pieces must still meet the head size bound, not the (long) head deadline."""
+    env = {"ORCH_MAX_HEAD_BYTES": "4096", "ORCH_HEADER_TIMEOUT_S": "60"}
+    with serving(redis_url, tmp_path / "server.log", "--http", http, **env) as url:
+        with socket.create_connection((HOST, int(url.rsplit(":", 1)[1])), timeout=20) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nX-Endless: ")
+            sent = 0
+            with suppress(BrokenPipeError, ConnectionResetError):
+                while sent < 256 * 1024:  # 64 times the bound, in 1 KiB pieces
+                    sock.sendall(b"a" * 1024)
+                    sent += 1024
+                    time.sleep(0.001)
+            reply = sock.recv(4096)  # within 20 s: long before the 60 s head deadline
+        assert reply.startswith(b"HTTP/1.1 400 "), reply
+        assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200
