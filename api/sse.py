@@ -72,44 +72,32 @@ async def replay(
     A batch stops at ``batch`` events or at ``batch_bytes`` bytes (one event at least), so a
     client that does not read makes the server hold a batch or two (one in the socket's
     buffer, one waiting to be written), however large its events: 1,000 events of a few
-    hundred KB each were held per client. XRANGE has no byte limit, so each read's count is
-    learnt from the last: it doubles while batches are full of small events, and drops to
-    what fitted once a batch was cut at the byte budget; the events read past the budget are
-    dropped and read again with the next batch.
+    hundred KB each were held per client. Each read is bounded in bytes too (see
+    ``EventLog.read_batch``): a read sized for small events that met a run of large ones
+    fetched up to 1,000 of them (~1 GB) to keep one. The count of the next read is learnt
+    from the last: it doubles while batches are full of small events, and drops to what
+    fitted once a batch was cut at the byte budget.
 
     Seqs in the log have no holes, so a jump means the log was trimmed or purged while the
     replay went on: that is announced with a reset frame, as at the start, never a silent gap.
     """
     count = min(FIRST_READ, batch)
     while True:
-        entries = await eventlog.read_raw(workspace_id, position, count)
+        entries, cut = await eventlog.read_batch(workspace_id, position, count, batch_bytes)
         if entries and (first := entry_seq(entries[0])) > position + 1:
             last = await eventlog.last_seq(workspace_id)
             details = {"since_seq": position, "first_seq": first, "last_seq": last}
             reset = control_frame(kind, "reset", first - 1, {**details, "reason": "trimmed"})
             yield first - 1, reset
-        fitted = fitting(entries, batch_bytes)
-        cut = fitted < len(entries)
         more = cut or len(entries) == count
-        count = fitted if cut else min(count * 2, batch)  # the next read's
+        count = len(entries) if cut else min(count * 2, batch)  # the next read's
         if entries:
-            position = entry_seq(entries[fitted - 1])
-            chunk = frames(kind, entries[:fitted])
+            position = entry_seq(entries[-1])
+            chunk = frames(kind, entries)
             del entries  # while the client is slow to take the chunk, only the chunk is held
             yield position, chunk
         if not more:
             return
-
-
-def fitting(entries: list[RawEntry], budget: int) -> int:
-    """How many of the entries, from the first, make up a batch of at most ``budget`` bytes
-    (the first always, however large)."""
-    size = 0
-    for n, (_, (type_, payload)) in enumerate(entries):
-        size += len(type_) + len(payload)
-        if size > budget:
-            return max(n, 1)
-    return len(entries)
 
 
 def frames(kind: StreamKind, entries: list[RawEntry]) -> bytes:

@@ -10,6 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -133,3 +134,46 @@ def test_a_replay_of_small_and_large_events_is_every_event_once_in_order(
         frames = events(stream.until_seq(len(sizes), timeout=30))
     assert [f.seq for f in frames] == list(range(1, len(sizes) + 1))
     assert [len(f.json()["payload"]["blob"]) for f in frames] == sizes
+
+
+def peak_rss_kb(pid: int) -> int:
+    """A process's peak resident set size since it started or ``reset_peak_rss``."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+def reset_peak_rss(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
+SMALL_THEN_LARGE = [10] * 1100 + [900 * 1024] * 400  # a log of ~350 MB
+
+
+@pytest.mark.timeout(120)
+def test_a_run_of_large_events_after_small_ones_is_not_read_all_at_once(
+    make_server: Callable[..., ServerProcess],
+    large_log: Callable[[list[int]], None],
+    workspace: str,
+) -> None:
+    # The reads grow while the events are small: the read that meets the large ones must not
+    # fetch hundreds of them (each up to ~1 MB) only to send one.
+    large_log(SMALL_THEN_LARGE)
+    log_mb = sum(SMALL_THEN_LARGE) / 2**20
+    server = make_server()
+    assert server.process is not None
+    pid = server.process.pid
+    with httpx.Client(base_url=server.workspace_url(workspace), timeout=30) as api:
+        wait_for_count(api, 0)
+        baseline = settled_rss_kb(pid)
+        reset_peak_rss(pid)
+        with open_stream(api, "/events", since_seq=0) as stream:
+            frames = events(stream.until_seq(len(SMALL_THEN_LARGE), timeout=90))
+        peak = peak_rss_kb(pid)
+    assert [f.seq for f in frames] == list(range(1, len(SMALL_THEN_LARGE) + 1))
+    growth_mb = (peak - baseline) / MB
+    print(f"RSS baseline {baseline // MB} MB; replay of {log_mb:.0f} MB: peak +{growth_mb:.0f} MB")
+    # The log's large events, if read in one go, are ~350 MB: a peak well under that is
+    # reads bounded in size (a few tens of MB at most).
+    assert growth_mb < 200, f"the replay's peak RSS grew by {growth_mb:.0f} MB"
