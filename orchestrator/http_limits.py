@@ -24,12 +24,13 @@ bound the same things (deploy/README.md): these are the replica's own last line.
 import asyncio
 import resource
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import ClassVar, Final
 
 import h11
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from orchestrator.settings import Settings
 
@@ -135,23 +136,20 @@ class ReadClock:
         self.timer = self.loop.call_at(due, self._check)
 
 
-def _full(protocol: Any, transport: asyncio.Transport, limits: ReadLimits) -> bool:
-    """Answer 503 and close when the replica already holds its most connections."""
-    if len(protocol.server_state.connections) < limits.max_connections:
-        return False
-    transport.write(FULL)
-    transport.close()
-    return True
+class ConnectionLimits(asyncio.Protocol):
+    """What both protocols below do as a connection opens and closes: refuse it past the
+    cap, else start its clock. Listed before uvicorn's protocol, whose methods it extends."""
 
-
-class HttpToolsWithLimits(HttpToolsProtocol):
     limits: ClassVar[ReadLimits]
     clock: ReadClock | None = None
-    head_bytes = 0  # of the request line and the headers llhttp has reported
-    head_read = 0  # bytes read while a head was incomplete, since the last head ended
+    loop: asyncio.AbstractEventLoop
+    flow: FlowControl
+    server_state: ServerState
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if _full(self, transport, self.limits):
+        if len(self.server_state.connections) >= self.limits.max_connections:
+            transport.write(FULL)
+            transport.close()
             return
         super().connection_made(transport)
         self.clock = ReadClock(self.loop, self.limits, transport, self.flow)
@@ -162,6 +160,11 @@ class HttpToolsWithLimits(HttpToolsProtocol):
             return  # refused: uvicorn never saw it
         self.clock.stop()
         super().connection_lost(exc)
+
+
+class HttpToolsWithLimits(ConnectionLimits, HttpToolsProtocol):
+    head_bytes = 0  # of the request line and the headers llhttp has reported
+    head_read = 0  # bytes read while a head was incomplete, since the last head ended
 
     def data_received(self, data: bytes) -> None:
         clock = self.clock
@@ -227,23 +230,7 @@ class HttpToolsWithLimits(HttpToolsProtocol):
         super().on_message_complete()
 
 
-class H11WithLimits(H11Protocol):
-    limits: ClassVar[ReadLimits]
-    clock: ReadClock | None = None
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        if _full(self, transport, self.limits):
-            return
-        super().connection_made(transport)
-        self.clock = ReadClock(self.loop, self.limits, transport, self.flow)
-        self.clock.head()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.clock is None:
-            return
-        self.clock.stop()
-        super().connection_lost(exc)
-
+class H11WithLimits(ConnectionLimits, H11Protocol):
     def data_received(self, data: bytes) -> None:
         assert self.clock is not None
         self.clock.read()
