@@ -186,30 +186,9 @@ def upgraded(raw: Any) -> Any:
     out = {**raw, "schema_version": 2}
     entries, phases = raw.get("entries"), raw.get("phases")
     if isinstance(entries, list):
-        out["entries"] = [_upgraded_entry(e) for e in entries]
+        out["entries"] = upcast.mapped(entries)
     if isinstance(phases, list):
-        out["phases"] = [_upgraded_phase(p) for p in phases]
-    return out
-
-
-def _upgraded_entry(entry: Any) -> Any:
-    if not isinstance(entry, dict):
-        return entry
-    out = dict(entry)
-    priority = out.get("priority")
-    if isinstance(priority, int) and not isinstance(priority, bool):
-        out["priority"] = upcast.word_of(priority)
-    spec = out.get("spec")
-    if isinstance(spec, dict) and set(spec) <= {"text", "acceptance"}:
-        out["spec"] = upcast.spec_of(spec)
-    return out
-
-
-def _upgraded_phase(phase: Any) -> Any:
-    if not isinstance(phase, dict) or "order" not in phase or "seq" in phase:
-        return phase
-    out = dict(phase)
-    out["seq"] = out.pop("order")
+        out["phases"] = upcast.mapped(phases, phases=True)
     return out
 
 

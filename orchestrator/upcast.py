@@ -9,12 +9,14 @@ change), and folds into the same read models as a new one:
   a word by ``word_of``: below 0 ``low``; 0 ``medium``; 1 to 99 ``high``; 100 and above
   ``critical``. Entries that differed only by their number within one word keep their
   relative order by ``seq`` only.
-- ``spec`` was ``{"text", "acceptance"}``: ``text`` becomes ``requirements``, ``acceptance``
-  becomes ``acceptance_criteria``, the other published fields are empty. Its author and edit
-  time were not recorded (``authored_by`` and ``last_edited`` are null); ``revision`` is 1
-  for a spec that says something, else 0.
+- ``spec`` was ``{"text", "acceptance"}`` (either may be left out): ``text`` becomes
+  ``requirements``, ``acceptance`` becomes ``acceptance_criteria``, the other published
+  fields are empty. Its author and edit time were not recorded (``authored_by`` and
+  ``last_edited`` are null); ``revision`` is 1 for a spec that says something, else 0.
 - a phase's ``order`` became ``seq`` (same meaning, same value), and ``container_id`` (null)
   is new.
+
+Version 1 documents are mapped by the same function (``mapped``), entries and phases alike.
 
 Only payloads that hold an old key are decoded generically and mapped; the rest are
 returned as they are (the cost of a search), so today's events pay next to nothing.
@@ -59,23 +61,33 @@ def spec_of(old: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _is_old_spec(value: Any) -> bool:
-    return isinstance(value, dict) and ("text" in value or "acceptance" in value)
+def is_old_spec(value: Any) -> bool:
+    """A spec of an earlier version: a dict of its keys alone. ``{}`` is one (a spec that
+    said nothing, mapped to the empty published spec, which means the same); a spec that
+    mixes old and published keys is neither, and is left as it is for validation to refuse,
+    rather than mapped with its published fields dropped."""
+    return isinstance(value, dict) and set(value) <= {"text", "acceptance"}
 
 
-def _mapped(value: Any) -> Any:
-    """``value`` with every old entry, spec and phase in it mapped, wherever it sits."""
+def mapped(value: Any, phases: bool = False) -> Any:
+    """``value`` with every old entry, spec and phase in it mapped, wherever it sits.
+
+    A dict with ``order`` and no ``seq`` is an old phase when it is one of a list of phases
+    (``phases`` says ``value`` is that list or one of them; any list under a ``phases`` key
+    is one), or when it has ``phase_rounds``, which phases carried wherever they sat in an
+    event. A document of version 1 left ``phase_rounds`` out when it was unset.
+    """
     if isinstance(value, list):
-        return [_mapped(v) for v in value]
+        return [mapped(v, phases) for v in value]
     if not isinstance(value, dict):
         return value
-    out = {k: _mapped(v) for k, v in value.items()}
+    out = {k: mapped(v, k == "phases") for k, v in value.items()}
     priority = out.get("priority")
     if isinstance(priority, int) and not isinstance(priority, bool):
         out["priority"] = word_of(priority)
-    if _is_old_spec(out.get("spec")):
+    if is_old_spec(out.get("spec")):
         out["spec"] = spec_of(out["spec"])
-    if "order" in out and "seq" not in out and "phase_rounds" in out:
+    if "order" in out and "seq" not in out and (phases or "phase_rounds" in out):
         out["seq"] = out.pop("order")
     return out
 
@@ -84,4 +96,4 @@ def current(raw: bytes) -> bytes:
     """The JSON of an entry, a phase, or a payload carrying them, in today's shapes."""
     if _OLD_KEYS.search(raw) is None:
         return raw
-    return _encode(_mapped(_decode(raw)))
+    return _encode(mapped(_decode(raw)))
