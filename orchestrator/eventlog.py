@@ -106,15 +106,18 @@ def fitting(entries: list[RawEntry], budget: int) -> int:
     return len(entries)
 
 
+def stored_event(entry_id: bytes, type_: bytes, payload: bytes) -> StoredEvent:
+    return StoredEvent(int(entry_id.split(b"-", 1)[0]), type_.decode(), msgspec.Raw(payload))
+
+
 def parse_entries(entries: Iterable[Entry]) -> list[StoredEvent]:
-    return [
-        StoredEvent(
-            seq=int(entry_id.split(b"-", 1)[0]),
-            type=fields[b"type"].decode(),
-            payload=msgspec.Raw(fields[b"payload"]),
-        )
-        for entry_id, fields in entries
-    ]
+    """Events from entries whose fields redis-py made into a dict (XRANGE's reply)."""
+    return [stored_event(i, fields[b"type"], fields[b"payload"]) for i, fields in entries]
+
+
+def parse_raw_entries(entries: Iterable[tuple[bytes, list[bytes]]]) -> list[StoredEvent]:
+    """Events from entries whose fields are a flat list, as on the wire (a raw XREAD reply)."""
+    return [stored_event(i, *raw_fields(fields)) for i, fields in entries]
 
 
 class _Append(msgspec.Struct, frozen=True):

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
-import msgspec
 import structlog
 from anyio.abc import TaskGroup, TaskStatus
 from redis.asyncio import Redis
@@ -25,7 +24,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import NoPermissionError, RedisError
 
 from orchestrator.errors import Unavailable
-from orchestrator.eventlog import EventLog, raw_fields
+from orchestrator.eventlog import EventLog, parse_raw_entries
 from orchestrator.events import StoredEvent
 from orchestrator.keys import WorkspaceKeys
 
@@ -188,15 +187,6 @@ def stream_replies(reply: Any) -> Iterable[tuple[bytes, list[Any]]]:
     return reply.items() if isinstance(reply, dict) else reply
 
 
-def stored_events(entries: list[Any]) -> list[StoredEvent]:
-    events = []
-    for entry_id, fields in entries:
-        type_, payload = raw_fields(fields)
-        seq = int(entry_id.split(b"-", 1)[0])
-        events.append(StoredEvent(seq, type_.decode(), msgspec.Raw(payload)))
-    return events
-
-
 class Feed:
     def __init__(
         self,
@@ -334,7 +324,7 @@ class Feed:
                 for stream, entries in stream_replies(reply):
                     feed = reader.feeds.get(stream)
                     if feed is not None:  # else it left while the read was under way
-                        self._fan_out(feed, stored_events(entries))
+                        self._fan_out(feed, parse_raw_entries(entries))
         finally:
             # No await since the loop saw no workspaces: none can have joined it since.
             reader.running = False
