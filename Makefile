@@ -53,6 +53,7 @@ floors: $(UV)
 		pyproject.toml -o $(FLOORS)/requirements.txt
 	$(UV) pip sync --python $(FLOORS)/bin/python $(FLOORS)/requirements.txt
 	$(UV) pip install --python $(FLOORS)/bin/python --no-deps -e .
+	$(FLOORS)/bin/python -m pip install --quiet --require-hashes --no-deps -r uv-requirements.txt
 	$(MAKE) test BIN=$(FLOORS)/bin INSTALL=
 
 run: install
