@@ -81,11 +81,17 @@ class ServerProcess:
 
     def _signal(self, sig: signal.Signals) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(sig)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            end(process, sig)
+
+
+def end(process: "subprocess.Popen[bytes]", sig: signal.Signals = signal.SIGTERM) -> None:
+    """Signal a server process and wait for it; SIGKILL it if it takes over 15 s."""
+    if process.poll() is not None:
+        return
+    process.send_signal(sig)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

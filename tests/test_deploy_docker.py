@@ -13,7 +13,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import HOST, ROOT, free_port
+from tests.servers import HOST, ROOT, end, free_port
 
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 IGNORE = ROOT / "deploy" / "Dockerfile.dockerignore"
@@ -189,12 +188,7 @@ def serving(image: Image, cmd: list[str], redis_url: str, log: Path) -> Iterator
     try:
         yield f"http://{HOST}:{port}"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end(process)
 
 
 def healthz(url: str, log: Path) -> httpx.Response:

@@ -6,7 +6,6 @@ Both HTTP implementations are served: httptools (the default) and h11."""
 
 import os
 import selectors
-import signal
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.servers import HOST, ROOT, TEST_ENV, free_port
+from tests.servers import HOST, ROOT, TEST_ENV, end, free_port
 
 HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 3.0
@@ -58,12 +57,7 @@ def serving(redis_url: str, log: Path, *args: str, **env: str) -> Iterator[str]:
                 time.sleep(0.05)
         yield url
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        end(process)
 
 
 @pytest.fixture(params=["httptools", "h11"])
