@@ -43,7 +43,8 @@ Start = Callable[..., ServerProcess]
 
 @pytest.fixture
 def aof_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis-aof", appendonly=True)
+    # always: the test SIGKILLs it and counts acknowledged appends, which everysec may lose
+    server = RedisServer(tmp_path / "redis-aof", appendonly=True, appendfsync="always")
     server.start()
     yield server
     server.kill()
